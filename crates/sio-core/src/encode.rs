@@ -65,7 +65,7 @@ pub fn ack<A: Serialize + ?Sized>(
     };
     let mut buf = header(kind, nsp, Some(ack_id), attachments, 48);
     serde_json::to_writer(&mut buf, args).map_err(|e| Error::InvalidJson(e.to_string()))?;
-    if buf.get(buf.len() - 1) != Some(&b']') {
+    if buf.last() != Some(&b']') {
         return Err(Error::ArgsNotArray);
     }
     String::from_utf8(buf).map_err(|e| Error::InvalidJson(e.to_string()))
