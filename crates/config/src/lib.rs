@@ -1,0 +1,280 @@
+//! Configuration of every service, read from environment variables.
+//!
+//! Every setting has a working local default, so `make up` needs no `.env`; production deployments set
+//! `APP_ENV=production`, which turns the development defaults for secrets into start-up errors. All values
+//! are validated once at start-up ([`Config::from_env`]); secrets are wrapped in [`Secret`], whose `Debug`
+//! prints `**redacted**`, so logging the config never leaks them.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// The JWT secret used when none is configured; refused in production.
+pub const DEV_JWT_SECRET: &str = "dev-only-insecure-jwt-secret-change-me-0123456789";
+
+/// A value that must never be logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("**redacted**")
+    }
+}
+
+/// A configuration problem, reported at start-up.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("{name}: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+/// How logs are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Development (defaults allowed) or production (secrets required).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppEnv {
+    Development,
+    Production,
+}
+
+/// The whole configuration. Services read the parts they need.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub app_env: AppEnv,
+    /// `mysql://user:pass@host:port/db`
+    pub database_url: Secret,
+    pub database_max_connections: u32,
+    /// `redis://host:port`
+    pub redis_url: Secret,
+    /// Prefix of every Redis key and channel (isolates deployments and tests sharing one Redis).
+    pub redis_prefix: String,
+    pub jwt_secret: Secret,
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    /// Interface the HTTP listeners bind to.
+    pub bind_host: IpAddr,
+    pub api_port: u16,
+    pub gateway_port: u16,
+    pub worker_port: u16,
+    /// `*` or a comma-separated list of allowed origins.
+    pub cors_origin: String,
+    /// Apply pending migrations when a service starts.
+    pub run_migrations: bool,
+    /// Requests per minute per user (per IP when anonymous) on the REST API.
+    pub api_rate_limit_per_minute: u32,
+    /// Login attempts per account and per IP within `login_rate_window`.
+    pub login_attempts_per_account: u32,
+    pub login_attempts_per_ip: u32,
+    pub login_rate_window: Duration,
+    /// Chat messages per user per room within `message_rate_window`.
+    pub message_rate_limit: u32,
+    pub message_rate_window: Duration,
+    /// Take the client address from `X-Forwarded-For` (only behind a trusted proxy).
+    pub trust_proxy: bool,
+    pub log_format: LogFormat,
+    /// Number of Redis stream shards (rooms are spread over them by hash).
+    pub shards: u16,
+}
+
+impl Config {
+    /// Reads the process environment.
+    ///
+    /// # Errors
+    /// A variable that is set but invalid, or a secret missing in production.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads from a map; used by tests.
+    pub fn from_map(map: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| map.get(k).cloned())
+    }
+
+    /// Reads every setting through `get`, applying defaults and validating.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let r = Reader { get: &get };
+        let app_env = match r.string("APP_ENV", "development").as_str() {
+            "development" | "dev" | "test" => AppEnv::Development,
+            "production" | "prod" => AppEnv::Production,
+            other => return Err(invalid("APP_ENV", format!("must be development or production, got {other:?}"))),
+        };
+        let production = app_env == AppEnv::Production;
+
+        let jwt_secret = match get("JWT_SECRET") {
+            Some(s) if s.len() < 32 => return Err(invalid("JWT_SECRET", "must be at least 32 bytes")),
+            Some(s) if production && s == DEV_JWT_SECRET => {
+                return Err(invalid("JWT_SECRET", "the development default is not allowed in production"))
+            }
+            Some(s) => s,
+            None if production => return Err(invalid("JWT_SECRET", "is required when APP_ENV=production")),
+            None => DEV_JWT_SECRET.to_owned(),
+        };
+        let database_url = r.string("DATABASE_URL", "mysql://chat:chat@127.0.0.1:3306/chat");
+        if !database_url.starts_with("mysql://") && !database_url.starts_with("mariadb://") {
+            return Err(invalid("DATABASE_URL", "must start with mysql://"));
+        }
+        if production && get("DATABASE_URL").is_none() {
+            return Err(invalid("DATABASE_URL", "is required when APP_ENV=production"));
+        }
+        let redis_url = r.string("REDIS_URL", "redis://127.0.0.1:6379");
+        if !redis_url.starts_with("redis://") && !redis_url.starts_with("rediss://") {
+            return Err(invalid("REDIS_URL", "must start with redis:// or rediss://"));
+        }
+        let redis_prefix = r.string("REDIS_PREFIX", "chat");
+        if redis_prefix.is_empty()
+            || !redis_prefix.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | ':' | '.'))
+        {
+            return Err(invalid("REDIS_PREFIX", "must be non-empty ASCII letters, digits, '_', '-', ':' or '.'"));
+        }
+        let log_format = match r.string("LOG_FORMAT", "text").as_str() {
+            "text" | "pretty" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => return Err(invalid("LOG_FORMAT", format!("must be text or json, got {other:?}"))),
+        };
+
+        let cfg = Config {
+            app_env,
+            database_url: Secret(database_url),
+            database_max_connections: r.num("DATABASE_MAX_CONNECTIONS", 10, 1, 1000)?,
+            redis_url: Secret(redis_url),
+            redis_prefix,
+            jwt_secret: Secret(jwt_secret),
+            access_token_ttl: Duration::from_secs(r.num("ACCESS_TOKEN_TTL_SECS", 900, 10, 86_400)?),
+            refresh_token_ttl: Duration::from_secs(r.num("REFRESH_TOKEN_TTL_SECS", 30 * 86_400, 60, 365 * 86_400)?),
+            bind_host: r
+                .string("BIND_HOST", "0.0.0.0")
+                .parse()
+                .map_err(|_| invalid("BIND_HOST", "must be an IP address"))?,
+            api_port: r.num("API_PORT", 8080, 0, 65535)?,
+            gateway_port: r.num("GATEWAY_PORT", 3000, 0, 65535)?,
+            worker_port: r.num("WORKER_PORT", 9090, 0, 65535)?,
+            cors_origin: r.string("CORS_ORIGIN", "*"),
+            run_migrations: r.flag("RUN_MIGRATIONS", false)?,
+            api_rate_limit_per_minute: r.num("API_RATE_LIMIT_PER_MINUTE", 100, 1, 1_000_000)?,
+            login_attempts_per_account: r.num("LOGIN_ATTEMPTS_PER_ACCOUNT", 10, 1, 10_000)?,
+            login_attempts_per_ip: r.num("LOGIN_ATTEMPTS_PER_IP", 50, 1, 100_000)?,
+            login_rate_window: Duration::from_secs(r.num("LOGIN_RATE_WINDOW_SECS", 900, 1, 86_400)?),
+            message_rate_limit: r.num("MESSAGE_RATE_LIMIT", 5, 1, 1_000_000)?,
+            message_rate_window: Duration::from_millis(r.num("MESSAGE_RATE_WINDOW_MS", 10_000, 100, 3_600_000)?),
+            trust_proxy: r.flag("TRUST_PROXY", false)?,
+            log_format,
+            shards: r.num("SHARDS", 8, 1, 1024)?,
+        };
+        Ok(cfg)
+    }
+}
+
+fn invalid(name: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { name, reason: reason.into() }
+}
+
+struct Reader<'a, F: Fn(&str) -> Option<String>> {
+    get: &'a F,
+}
+
+impl<F: Fn(&str) -> Option<String>> Reader<'_, F> {
+    fn string(&self, name: &str, default: &str) -> String {
+        (self.get)(name).unwrap_or_else(|| default.to_owned())
+    }
+
+    fn num<T>(&self, name: &'static str, default: T, min: T, max: T) -> Result<T, ConfigError>
+    where
+        T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
+    {
+        let Some(raw) = (self.get)(name) else { return Ok(default) };
+        let v: T = raw
+            .trim()
+            .parse()
+            .map_err(|_| invalid(name, format!("must be a number, got {raw:?}")))?;
+        if v < min || v > max {
+            return Err(invalid(name, format!("must be between {min} and {max}, got {v}")));
+        }
+        Ok(v)
+    }
+
+    fn flag(&self, name: &'static str, default: bool) -> Result<bool, ConfigError> {
+        match (self.get)(name).as_deref().map(str::trim) {
+            None => Ok(default),
+            Some("1" | "true" | "yes" | "on") => Ok(true),
+            Some("0" | "false" | "no" | "off" | "") => Ok(false),
+            Some(other) => Err(invalid(name, format!("must be true or false, got {other:?}"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_map(&map)
+    }
+
+    #[test]
+    fn defaults_work_locally() {
+        let c = cfg(&[]).expect("defaults are valid");
+        assert_eq!(c.api_port, 8080);
+        assert_eq!(c.access_token_ttl, Duration::from_secs(900));
+        assert_eq!(c.message_rate_limit, 5);
+        assert_eq!(c.redis_prefix, "chat");
+    }
+
+    #[test]
+    fn production_requires_real_secrets() {
+        let e = cfg(&[("APP_ENV", "production")]).expect_err("no secret");
+        assert!(e.to_string().contains("JWT_SECRET"));
+        let e = cfg(&[("APP_ENV", "production"), ("JWT_SECRET", DEV_JWT_SECRET)]).expect_err("dev secret");
+        assert!(e.to_string().contains("JWT_SECRET"));
+        let secret = "a-real-production-secret-that-is-long-enough";
+        let e = cfg(&[("APP_ENV", "production"), ("JWT_SECRET", secret)]).expect_err("no db url");
+        assert!(e.to_string().contains("DATABASE_URL"));
+        cfg(&[("APP_ENV", "production"), ("JWT_SECRET", secret), ("DATABASE_URL", "mysql://u:p@db/chat")])
+            .expect("complete production config");
+    }
+
+    #[test]
+    fn invalid_values_are_reported_by_name() {
+        for (k, v) in [
+            ("API_PORT", "70000"),
+            ("API_PORT", "abc"),
+            ("JWT_SECRET", "short"),
+            ("LOG_FORMAT", "xml"),
+            ("RUN_MIGRATIONS", "maybe"),
+            ("REDIS_URL", "http://x"),
+            ("REDIS_PREFIX", "a b"),
+            ("BIND_HOST", "nowhere"),
+        ] {
+            let e = cfg(&[(k, v)]).expect_err(k);
+            assert!(e.to_string().starts_with(k), "{e}");
+        }
+    }
+
+    #[test]
+    fn secrets_never_appear_in_debug_output() {
+        let c = cfg(&[
+            ("JWT_SECRET", "super-secret-value-that-is-long-enough-123"),
+            ("DATABASE_URL", "mysql://chat:hunter2@db/chat"),
+        ])
+        .expect("valid");
+        let printed = format!("{c:?}");
+        assert!(!printed.contains("super-secret-value"));
+        assert!(!printed.contains("hunter2"));
+    }
+}

@@ -1,0 +1,129 @@
+//! The `messages` table: history pages by `seq` cursor, and idempotent multi-row inserts.
+//!
+//! History is always returned in ascending `seq` order whatever the direction of the page, so a caller
+//! can merge it with messages that are accepted but not yet persisted (the Redis recent log) by `seq`.
+
+use crate::{Message, Store, StoreResult};
+use chrono::{DateTime, Utc};
+use sqlx::QueryBuilder;
+use uuid::Uuid;
+
+/// Which part of a room's history to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryQuery {
+    /// Only messages with `seq < before`.
+    pub before: Option<i64>,
+    /// Only messages with `seq > after`.
+    pub after: Option<i64>,
+    /// At most this many (the caller bounds it).
+    pub limit: i64,
+}
+
+/// A page of history, ascending by `seq`. `has_more` says whether more exist past the page in the
+/// direction read (older for `before`/latest pages, newer for `after` pages).
+#[derive(Debug, Clone)]
+pub struct HistoryPage {
+    pub messages: Vec<Message>,
+    pub has_more: bool,
+}
+
+/// A message to insert (the worker's batches; tests seeding history).
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub id: Uuid,
+    pub room_id: Uuid,
+    pub seq: i64,
+    pub sender_id: Uuid,
+    pub kind: String,
+    pub content: String,
+    pub client_msg_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl Store {
+    /// Reads one page of a room's history.
+    ///
+    /// With `after` the page starts just after it and goes forward; otherwise it ends just before
+    /// `before` (or at the newest message) and goes back.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn history(&self, room: Uuid, q: HistoryQuery) -> StoreResult<HistoryPage> {
+        let fetch = q.limit + 1;
+        let mut rows: Vec<Message> = match (q.after, q.before) {
+            (Some(after), before) => {
+                sqlx::query_as(
+                    "SELECT id, room_id, seq, sender_id, type, content, client_msg_id, created_at, edited_at, \
+                     deleted_at FROM messages WHERE room_id = ? AND seq > ? AND seq < ? ORDER BY seq ASC LIMIT ?",
+                )
+                .bind(room)
+                .bind(after)
+                .bind(before.unwrap_or(i64::MAX))
+                .bind(fetch)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            (None, before) => {
+                sqlx::query_as(
+                    "SELECT id, room_id, seq, sender_id, type, content, client_msg_id, created_at, edited_at, \
+                     deleted_at FROM messages WHERE room_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
+                )
+                .bind(room)
+                .bind(before.unwrap_or(i64::MAX))
+                .bind(fetch)
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        let has_more = rows.len() as i64 > q.limit;
+        rows.truncate(usize::try_from(q.limit).unwrap_or(0));
+        if q.after.is_none() {
+            rows.reverse();
+        }
+        Ok(HistoryPage { messages: rows, has_more })
+    }
+
+    /// One message by id.
+    ///
+    /// # Errors
+    /// Database errors; an unknown id is `Ok(None)`.
+    pub async fn message(&self, id: Uuid) -> StoreResult<Option<Message>> {
+        Ok(sqlx::query_as(
+            "SELECT id, room_id, seq, sender_id, type, content, client_msg_id, created_at, edited_at, deleted_at \
+             FROM messages WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Inserts messages with one multi-row statement, ignoring rows already present (same id, or same
+    /// `(room_id, seq)`), so replaying a batch is harmless. Returns the number of rows inserted.
+    ///
+    /// # Errors
+    /// Database errors (e.g. an unknown room or sender).
+    pub async fn insert_messages(&self, msgs: &[NewMessage]) -> StoreResult<u64> {
+        if msgs.is_empty() {
+            return Ok(0);
+        }
+        let mut total = 0;
+        // 10 parameters per row; MySQL allows 65,535 placeholders per statement.
+        for chunk in msgs.chunks(5_000) {
+            let mut qb = QueryBuilder::new(
+                "INSERT IGNORE INTO messages (id, room_id, seq, sender_id, type, content, client_msg_id, created_at) ",
+            );
+            qb.push_values(chunk, |mut b, m| {
+                b.push_bind(m.id)
+                    .push_bind(m.room_id)
+                    .push_bind(m.seq)
+                    .push_bind(m.sender_id)
+                    .push_bind(&m.kind)
+                    .push_bind(&m.content)
+                    .push_bind(&m.client_msg_id)
+                    .push_bind(m.created_at);
+            });
+            total += qb.build().execute(&self.pool).await?.rows_affected();
+        }
+        Ok(total)
+    }
+}

@@ -1,0 +1,109 @@
+//! Test isolation on real infrastructure: every test gets a fresh MariaDB/MySQL database (migrated) and
+//! its own Redis key prefix, so tests run in parallel against one server without seeing each other.
+//!
+//! The server addresses come from `CHAT_TEST_DATABASE_URL` (a server URL without a database, default
+//! `mysql://root@127.0.0.1:3306`) and `CHAT_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`).
+//! The database is dropped and the prefix's keys deleted when the [`TestEnv`] is dropped.
+
+use chat_store::Store;
+use sqlx::{Connection, MySqlConnection};
+use uuid::Uuid;
+
+/// One test's private database and Redis prefix.
+pub struct TestEnv {
+    pub database_name: String,
+    /// URL of the private database.
+    pub database_url: String,
+    pub redis_url: String,
+    /// A prefix unique to this test (`t<hex>`).
+    pub redis_prefix: String,
+    server_url: String,
+}
+
+pub fn server_url() -> String {
+    std::env::var("CHAT_TEST_DATABASE_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("CHAT_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+impl TestEnv {
+    /// Creates and migrates a fresh database.
+    ///
+    /// # Errors
+    /// The test servers are unreachable (run `scripts/deps.sh` to install and start them).
+    pub async fn new() -> anyhow::Result<Self> {
+        let server = server_url().trim_end_matches('/').to_owned();
+        let tag = Uuid::new_v4().simple().to_string();
+        let name = format!("chat_test_{}", &tag[..16]);
+        let mut conn = MySqlConnection::connect(&server).await.map_err(|e| {
+            anyhow::anyhow!("cannot reach the test database at {server}: {e} (run scripts/deps.sh)")
+        })?;
+        // The name is generated above from hex digits only.
+        let create = format!("CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci");
+        sqlx::query(&create).execute(&mut conn).await?;
+        conn.close().await?;
+        let database_url = format!("{server}/{name}");
+        let store = Store::connect(&database_url, 2).await?;
+        store.migrate().await?;
+        store.pool().close().await;
+        Ok(Self {
+            database_name: name,
+            database_url,
+            redis_url: redis_url(),
+            redis_prefix: format!("t{}", &tag[16..]),
+            server_url: server,
+        })
+    }
+
+    /// A store on the private database.
+    ///
+    /// # Errors
+    /// Connection failures.
+    pub async fn store(&self) -> anyhow::Result<Store> {
+        Ok(Store::connect(&self.database_url, 5).await?)
+    }
+
+    /// Environment variables that point a service at this test's database and prefix.
+    pub fn vars(&self) -> Vec<(String, String)> {
+        vec![
+            ("DATABASE_URL".into(), self.database_url.clone()),
+            ("REDIS_URL".into(), self.redis_url.clone()),
+            ("REDIS_PREFIX".into(), self.redis_prefix.clone()),
+        ]
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        let server = self.server_url.clone();
+        let name = self.database_name.clone();
+        let redis = self.redis_url.clone();
+        let prefix = self.redis_prefix.clone();
+        // Drop runs inside the test's runtime, which cannot be blocked on; clean up from a fresh thread.
+        let cleanup = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            rt.block_on(async move {
+                if let Ok(mut conn) = MySqlConnection::connect(&server).await {
+                    let drop = format!("DROP DATABASE IF EXISTS `{name}`");
+                    let _ = sqlx::query(&drop).execute(&mut conn).await;
+                }
+                if let Ok(client) = deadpool_redis::redis::Client::open(redis.as_str()) {
+                    if let Ok(mut c) = client.get_multiplexed_async_connection().await {
+                        let keys: Vec<String> = deadpool_redis::redis::cmd("KEYS")
+                            .arg(format!("{prefix}:*"))
+                            .query_async(&mut c)
+                            .await
+                            .unwrap_or_default();
+                        for chunk in keys.chunks(500) {
+                            let _: Result<(), _> =
+                                deadpool_redis::redis::cmd("DEL").arg(chunk).query_async(&mut c).await;
+                        }
+                    }
+                }
+            });
+        });
+        let _ = cleanup.join();
+    }
+}
