@@ -4,8 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
-export CHAT_TEST_DATABASE_URL="${CHAT_TEST_DATABASE_URL:-mysql://root@127.0.0.1:3306}"
+export CHAT_TEST_DATABASE_URL="${CHAT_TEST_DATABASE_URL:-mysql://chat:chat@127.0.0.1:3306}"
 export CHAT_TEST_REDIS_URL="${CHAT_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -q -- -D warnings
 cargo test --workspace --locked
 for t in scripts/test.d/*.sh; do
   [ -e "$t" ] || continue

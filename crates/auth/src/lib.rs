@@ -7,7 +7,9 @@
 //! - Refresh tokens are 256 random bits, given to the client once and stored only as their SHA-256; the
 //!   storage crate rotates them and revokes whole families on reuse.
 
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher as _, PasswordVerifier, SaltString};
+use argon2::password_hash::{
+    rand_core::OsRng, PasswordHash, PasswordHasher as _, PasswordVerifier, SaltString,
+};
 use argon2::{Algorithm, Argon2, Params, Version};
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
@@ -77,8 +79,13 @@ impl PasswordHasher {
             Some(h) => (h, true),
             None => (self.dummy_hash.as_str(), false),
         };
-        let Ok(parsed) = PasswordHash::new(stored) else { return false };
-        self.argon.verify_password(password.as_bytes(), &parsed).is_ok() && known
+        let Ok(parsed) = PasswordHash::new(stored) else {
+            return false;
+        };
+        self.argon
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok()
+            && known
     }
 }
 
@@ -134,7 +141,12 @@ impl TokenKeys {
     /// Only if encoding fails (it does not with an HMAC key).
     pub fn issue(&self, user: Uuid, now: DateTime<Utc>) -> Result<(String, Claims), AuthError> {
         let ttl = i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX);
-        let claims = Claims { sub: user, jti: Uuid::now_v7(), iat: now.timestamp(), exp: now.timestamp() + ttl };
+        let claims = Claims {
+            sub: user,
+            jti: Uuid::now_v7(),
+            iat: now.timestamp(),
+            exp: now.timestamp() + ttl,
+        };
         self.encode(&claims).map(|t| (t, claims))
     }
 
@@ -143,7 +155,8 @@ impl TokenKeys {
     /// # Errors
     /// Only if encoding fails.
     pub fn encode(&self, claims: &Claims) -> Result<String, AuthError> {
-        jsonwebtoken::encode(&Header::new(JwtAlg::HS256), claims, &self.encoding).map_err(|_| AuthError::InvalidToken)
+        jsonwebtoken::encode(&Header::new(JwtAlg::HS256), claims, &self.encoding)
+            .map_err(|_| AuthError::InvalidToken)
     }
 
     /// Verifies signature, algorithm and expiry.
@@ -199,7 +212,10 @@ mod tests {
 
     #[test]
     fn access_tokens_round_trip_and_expire() {
-        let keys = TokenKeys::new(b"0123456789abcdef0123456789abcdef", Duration::from_secs(900));
+        let keys = TokenKeys::new(
+            b"0123456789abcdef0123456789abcdef",
+            Duration::from_secs(900),
+        );
         let user = Uuid::now_v7();
         let (token, claims) = keys.issue(user, Utc::now()).unwrap();
         assert_eq!(keys.verify(&token).unwrap(), claims);
@@ -212,19 +228,29 @@ mod tests {
 
     #[test]
     fn forged_tampered_and_unsigned_tokens_are_refused() {
-        let keys = TokenKeys::new(b"0123456789abcdef0123456789abcdef", Duration::from_secs(900));
-        let other = TokenKeys::new(b"another-secret-another-secret-xx", Duration::from_secs(900));
+        let keys = TokenKeys::new(
+            b"0123456789abcdef0123456789abcdef",
+            Duration::from_secs(900),
+        );
+        let other = TokenKeys::new(
+            b"another-secret-another-secret-xx",
+            Duration::from_secs(900),
+        );
         let (token, _) = other.issue(Uuid::now_v7(), Utc::now()).unwrap();
         assert!(keys.verify(&token).is_err(), "wrong key");
 
         let (good, _) = keys.issue(Uuid::now_v7(), Utc::now()).unwrap();
         let mut parts: Vec<&str> = good.split('.').collect();
-        let forged_payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .encode(format!(r#"{{"sub":"{}","jti":"{}","iat":0,"exp":9999999999}}"#, Uuid::nil(), Uuid::nil()));
+        let forged_payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!(
+            r#"{{"sub":"{}","jti":"{}","iat":0,"exp":9999999999}}"#,
+            Uuid::nil(),
+            Uuid::nil()
+        ));
         parts[1] = &forged_payload;
         assert!(keys.verify(&parts.join(".")).is_err(), "tampered payload");
 
-        let none_header = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#);
+        let none_header = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(r#"{"alg":"none","typ":"JWT"}"#);
         let unsigned = format!("{none_header}.{forged_payload}.");
         assert!(keys.verify(&unsigned).is_err(), "alg none");
         assert!(keys.verify("garbage").is_err());

@@ -22,7 +22,9 @@ pub struct Keys {
 
 impl Keys {
     pub fn new(prefix: &str) -> Self {
-        Self { prefix: format!("{prefix}:v1") }
+        Self {
+            prefix: format!("{prefix}:v1"),
+        }
     }
 
     /// The versioned prefix, `P:v1`.

@@ -38,7 +38,9 @@ pub struct Bus {
 
 impl std::fmt::Debug for Bus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Bus").field("prefix", &self.keys.prefix()).finish_non_exhaustive()
+        f.debug_struct("Bus")
+            .field("prefix", &self.keys.prefix())
+            .finish_non_exhaustive()
     }
 }
 
@@ -58,8 +60,13 @@ impl Bus {
             },
             ..Default::default()
         });
-        let pool = cfg.create_pool(Some(Runtime::Tokio1)).map_err(|e| BusError::Config(e.to_string()))?;
-        Ok(Self { pool, keys: Keys::new(prefix) })
+        let pool = cfg
+            .create_pool(Some(Runtime::Tokio1))
+            .map_err(|e| BusError::Config(e.to_string()))?;
+        Ok(Self {
+            pool,
+            keys: Keys::new(prefix),
+        })
     }
 
     pub fn keys(&self) -> &Keys {
@@ -116,7 +123,27 @@ impl Bus {
     pub async fn is_online(&self, user: Uuid) -> BusResult<bool> {
         let mut c = self.conn().await?;
         let (secs, _micros): (i64, i64) = redis::cmd("TIME").query_async(&mut *c).await?;
-        let live: u64 = c.zcount(self.keys.presence_user(user), secs * 1000, "+inf").await?;
+        let live: u64 = c
+            .zcount(self.keys.presence_user(user), secs * 1000, "+inf")
+            .await?;
         Ok(live > 0)
+    }
+
+    /// [`Bus::is_online`] for many users in one round trip.
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn online_many(&self, users: &[Uuid]) -> BusResult<Vec<bool>> {
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut c = self.conn().await?;
+        let (secs, _micros): (i64, i64) = redis::cmd("TIME").query_async(&mut *c).await?;
+        let mut pipe = redis::pipe();
+        for u in users {
+            pipe.zcount(self.keys.presence_user(*u), secs * 1000, "+inf");
+        }
+        let counts: Vec<u64> = pipe.query_async(&mut *c).await?;
+        Ok(counts.into_iter().map(|n| n > 0).collect())
     }
 }

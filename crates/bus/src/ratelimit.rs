@@ -49,7 +49,12 @@ impl Bus {
     ///
     /// # Errors
     /// Redis failures.
-    pub async fn hit_rate_limit(&self, key: &str, limit: u32, window: Duration) -> BusResult<RateDecision> {
+    pub async fn hit_rate_limit(
+        &self,
+        key: &str,
+        limit: u32,
+        window: Duration,
+    ) -> BusResult<RateDecision> {
         let mut c = self.conn().await?;
         let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1);
         let (allowed, retry_ms, remaining): (i64, i64, i64) = SLIDING_WINDOW

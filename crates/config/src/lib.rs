@@ -112,17 +112,29 @@ impl Config {
         let app_env = match r.string("APP_ENV", "development").as_str() {
             "development" | "dev" | "test" => AppEnv::Development,
             "production" | "prod" => AppEnv::Production,
-            other => return Err(invalid("APP_ENV", format!("must be development or production, got {other:?}"))),
+            other => {
+                return Err(invalid(
+                    "APP_ENV",
+                    format!("must be development or production, got {other:?}"),
+                ))
+            }
         };
         let production = app_env == AppEnv::Production;
 
         let jwt_secret = match get("JWT_SECRET") {
-            Some(s) if s.len() < 32 => return Err(invalid("JWT_SECRET", "must be at least 32 bytes")),
+            Some(s) if s.len() < 32 => {
+                return Err(invalid("JWT_SECRET", "must be at least 32 bytes"))
+            }
             Some(s) if production && s == DEV_JWT_SECRET => {
-                return Err(invalid("JWT_SECRET", "the development default is not allowed in production"))
+                return Err(invalid(
+                    "JWT_SECRET",
+                    "the development default is not allowed in production",
+                ))
             }
             Some(s) => s,
-            None if production => return Err(invalid("JWT_SECRET", "is required when APP_ENV=production")),
+            None if production => {
+                return Err(invalid("JWT_SECRET", "is required when APP_ENV=production"))
+            }
             None => DEV_JWT_SECRET.to_owned(),
         };
         let database_url = r.string("DATABASE_URL", "mysql://chat:chat@127.0.0.1:3306/chat");
@@ -130,22 +142,38 @@ impl Config {
             return Err(invalid("DATABASE_URL", "must start with mysql://"));
         }
         if production && get("DATABASE_URL").is_none() {
-            return Err(invalid("DATABASE_URL", "is required when APP_ENV=production"));
+            return Err(invalid(
+                "DATABASE_URL",
+                "is required when APP_ENV=production",
+            ));
         }
         let redis_url = r.string("REDIS_URL", "redis://127.0.0.1:6379");
         if !redis_url.starts_with("redis://") && !redis_url.starts_with("rediss://") {
-            return Err(invalid("REDIS_URL", "must start with redis:// or rediss://"));
+            return Err(invalid(
+                "REDIS_URL",
+                "must start with redis:// or rediss://",
+            ));
         }
         let redis_prefix = r.string("REDIS_PREFIX", "chat");
         if redis_prefix.is_empty()
-            || !redis_prefix.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | ':' | '.'))
+            || !redis_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | ':' | '.'))
         {
-            return Err(invalid("REDIS_PREFIX", "must be non-empty ASCII letters, digits, '_', '-', ':' or '.'"));
+            return Err(invalid(
+                "REDIS_PREFIX",
+                "must be non-empty ASCII letters, digits, '_', '-', ':' or '.'",
+            ));
         }
         let log_format = match r.string("LOG_FORMAT", "text").as_str() {
             "text" | "pretty" => LogFormat::Text,
             "json" => LogFormat::Json,
-            other => return Err(invalid("LOG_FORMAT", format!("must be text or json, got {other:?}"))),
+            other => {
+                return Err(invalid(
+                    "LOG_FORMAT",
+                    format!("must be text or json, got {other:?}"),
+                ))
+            }
         };
 
         let cfg = Config {
@@ -155,8 +183,18 @@ impl Config {
             redis_url: Secret(redis_url),
             redis_prefix,
             jwt_secret: Secret(jwt_secret),
-            access_token_ttl: Duration::from_secs(r.num("ACCESS_TOKEN_TTL_SECS", 900, 10, 86_400)?),
-            refresh_token_ttl: Duration::from_secs(r.num("REFRESH_TOKEN_TTL_SECS", 30 * 86_400, 60, 365 * 86_400)?),
+            access_token_ttl: Duration::from_secs(r.num(
+                "ACCESS_TOKEN_TTL_SECS",
+                900,
+                10,
+                86_400,
+            )?),
+            refresh_token_ttl: Duration::from_secs(r.num(
+                "REFRESH_TOKEN_TTL_SECS",
+                30 * 86_400,
+                60,
+                365 * 86_400,
+            )?),
             bind_host: r
                 .string("BIND_HOST", "0.0.0.0")
                 .parse()
@@ -169,9 +207,19 @@ impl Config {
             api_rate_limit_per_minute: r.num("API_RATE_LIMIT_PER_MINUTE", 100, 1, 1_000_000)?,
             login_attempts_per_account: r.num("LOGIN_ATTEMPTS_PER_ACCOUNT", 10, 1, 10_000)?,
             login_attempts_per_ip: r.num("LOGIN_ATTEMPTS_PER_IP", 50, 1, 100_000)?,
-            login_rate_window: Duration::from_secs(r.num("LOGIN_RATE_WINDOW_SECS", 900, 1, 86_400)?),
+            login_rate_window: Duration::from_secs(r.num(
+                "LOGIN_RATE_WINDOW_SECS",
+                900,
+                1,
+                86_400,
+            )?),
             message_rate_limit: r.num("MESSAGE_RATE_LIMIT", 5, 1, 1_000_000)?,
-            message_rate_window: Duration::from_millis(r.num("MESSAGE_RATE_WINDOW_MS", 10_000, 100, 3_600_000)?),
+            message_rate_window: Duration::from_millis(r.num(
+                "MESSAGE_RATE_WINDOW_MS",
+                10_000,
+                100,
+                3_600_000,
+            )?),
             trust_proxy: r.flag("TRUST_PROXY", false)?,
             log_format,
             shards: r.num("SHARDS", 8, 1, 1024)?,
@@ -181,7 +229,10 @@ impl Config {
 }
 
 fn invalid(name: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { name, reason: reason.into() }
+    ConfigError::Invalid {
+        name,
+        reason: reason.into(),
+    }
 }
 
 struct Reader<'a, F: Fn(&str) -> Option<String>> {
@@ -197,13 +248,18 @@ impl<F: Fn(&str) -> Option<String>> Reader<'_, F> {
     where
         T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
     {
-        let Some(raw) = (self.get)(name) else { return Ok(default) };
+        let Some(raw) = (self.get)(name) else {
+            return Ok(default);
+        };
         let v: T = raw
             .trim()
             .parse()
             .map_err(|_| invalid(name, format!("must be a number, got {raw:?}")))?;
         if v < min || v > max {
-            return Err(invalid(name, format!("must be between {min} and {max}, got {v}")));
+            return Err(invalid(
+                name,
+                format!("must be between {min} and {max}, got {v}"),
+            ));
         }
         Ok(v)
     }
@@ -213,7 +269,10 @@ impl<F: Fn(&str) -> Option<String>> Reader<'_, F> {
             None => Ok(default),
             Some("1" | "true" | "yes" | "on") => Ok(true),
             Some("0" | "false" | "no" | "off" | "") => Ok(false),
-            Some(other) => Err(invalid(name, format!("must be true or false, got {other:?}"))),
+            Some(other) => Err(invalid(
+                name,
+                format!("must be true or false, got {other:?}"),
+            )),
         }
     }
 }
@@ -223,7 +282,10 @@ mod tests {
     use super::*;
 
     fn cfg(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::from_map(&map)
     }
 
@@ -240,13 +302,18 @@ mod tests {
     fn production_requires_real_secrets() {
         let e = cfg(&[("APP_ENV", "production")]).expect_err("no secret");
         assert!(e.to_string().contains("JWT_SECRET"));
-        let e = cfg(&[("APP_ENV", "production"), ("JWT_SECRET", DEV_JWT_SECRET)]).expect_err("dev secret");
+        let e = cfg(&[("APP_ENV", "production"), ("JWT_SECRET", DEV_JWT_SECRET)])
+            .expect_err("dev secret");
         assert!(e.to_string().contains("JWT_SECRET"));
         let secret = "a-real-production-secret-that-is-long-enough";
         let e = cfg(&[("APP_ENV", "production"), ("JWT_SECRET", secret)]).expect_err("no db url");
         assert!(e.to_string().contains("DATABASE_URL"));
-        cfg(&[("APP_ENV", "production"), ("JWT_SECRET", secret), ("DATABASE_URL", "mysql://u:p@db/chat")])
-            .expect("complete production config");
+        cfg(&[
+            ("APP_ENV", "production"),
+            ("JWT_SECRET", secret),
+            ("DATABASE_URL", "mysql://u:p@db/chat"),
+        ])
+        .expect("complete production config");
     }
 
     #[test]

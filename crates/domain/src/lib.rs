@@ -10,6 +10,6 @@ mod validation;
 
 pub use ids::{MessageId, RoomId, UserId};
 pub use validation::{
-    ClientMsgId, Email, FieldErrors, FullName, MessageContent, MessageType, Password, RoomDescription,
-    RoomName, RoomRole, Username, MAX_MESSAGE_CHARS,
+    ClientMsgId, Email, FieldErrors, FullName, MessageContent, MessageType, Password,
+    RoomDescription, RoomName, RoomRole, Username, MAX_MESSAGE_CHARS,
 };

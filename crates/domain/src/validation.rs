@@ -78,7 +78,10 @@ impl Username {
         if !(3..=32).contains(&n) {
             return Err("must be 3 to 32 characters".into());
         }
-        if !s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')) {
+        if !s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        {
             return Err("may contain only letters, digits, '_', '.' and '-'".into());
         }
         if !s.starts_with(|c: char| c.is_ascii_alphanumeric()) {
@@ -205,7 +208,9 @@ impl ClientMsgId {
 }
 
 /// The kind of a message body.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum MessageType {
     #[default]
@@ -269,7 +274,9 @@ impl FieldErrors {
     }
 
     pub fn add(&mut self, field: &str, message: impl Into<String>) {
-        self.0.entry(field.to_owned()).or_insert_with(|| message.into());
+        self.0
+            .entry(field.to_owned())
+            .or_insert_with(|| message.into());
     }
 
     /// Runs `parse` on a required field, recording "is required" or the parse error.
@@ -351,7 +358,10 @@ mod tests {
     #[test]
     fn usernames_follow_the_policy() {
         assert!(Username::parse("alice_01").is_ok());
-        assert_eq!(Username::parse("  bob  ").map(|u| u.into_inner()), Ok("bob".into()));
+        assert_eq!(
+            Username::parse("  bob  ").map(|u| u.into_inner()),
+            Ok("bob".into())
+        );
         assert!(Username::parse("al").is_err());
         assert!(Username::parse(&"a".repeat(33)).is_err());
         assert!(Username::parse("_alice").is_err());
@@ -361,8 +371,20 @@ mod tests {
 
     #[test]
     fn emails_are_normalised_and_checked() {
-        assert_eq!(Email::parse(" Alice@Example.COM ").map(|e| e.into_inner()), Ok("alice@example.com".into()));
-        for bad in ["", "alice", "alice@", "@example.com", "a@b", "a@@b.com", "a b@c.com", "a@.com"] {
+        assert_eq!(
+            Email::parse(" Alice@Example.COM ").map(|e| e.into_inner()),
+            Ok("alice@example.com".into())
+        );
+        for bad in [
+            "",
+            "alice",
+            "alice@",
+            "@example.com",
+            "a@b",
+            "a@@b.com",
+            "a b@c.com",
+            "a@.com",
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad} should be rejected");
         }
     }
@@ -381,10 +403,16 @@ mod tests {
         assert!(MessageContent::parse("hi").is_ok());
         assert!(MessageContent::parse("").is_err());
         assert!(MessageContent::parse(" \n\t ").is_err());
-        assert!(MessageContent::parse(&"é".repeat(4000)).is_ok(), "counted in characters, not bytes");
+        assert!(
+            MessageContent::parse(&"é".repeat(4000)).is_ok(),
+            "counted in characters, not bytes"
+        );
         assert!(MessageContent::parse(&"x".repeat(4001)).is_err());
         let sql = "'; DROP TABLE messages; --";
-        assert_eq!(MessageContent::parse(sql).map(|c| c.into_inner()), Ok(sql.into()));
+        assert_eq!(
+            MessageContent::parse(sql).map(|c| c.into_inner()),
+            Ok(sql.into())
+        );
     }
 
     #[test]

@@ -29,7 +29,13 @@ impl From<sqlx::Error> for StoreError {
                     .message()
                     .rsplit("for key '")
                     .next()
-                    .map(|k| k.trim_end_matches('\'').rsplit('.').next().unwrap_or(k).to_owned())
+                    .map(|k| {
+                        k.trim_end_matches('\'')
+                            .rsplit('.')
+                            .next()
+                            .unwrap_or(k)
+                            .to_owned()
+                    })
                     .unwrap_or_default();
                 return StoreError::Conflict(key);
             }
@@ -44,7 +50,10 @@ impl StoreError {
         matches!(
             self,
             StoreError::Database(
-                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed
+                sqlx::Error::Io(_)
+                    | sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::WorkerCrashed
             )
         )
     }

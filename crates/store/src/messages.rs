@@ -80,7 +80,10 @@ impl Store {
         if q.after.is_none() {
             rows.reverse();
         }
-        Ok(HistoryPage { messages: rows, has_more })
+        Ok(HistoryPage {
+            messages: rows,
+            has_more,
+        })
     }
 
     /// One message by id.

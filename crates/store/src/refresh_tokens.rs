@@ -4,6 +4,15 @@ use crate::{Store, StoreError, StoreResult};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+/// (user_id, family_id, expires_at, used_at, revoked_at)
+type TokenRow = (
+    Uuid,
+    Uuid,
+    DateTime<Utc>,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+);
+
 /// The outcome of presenting a refresh token.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Rotation {
@@ -55,7 +64,7 @@ impl Store {
     ) -> StoreResult<Rotation> {
         let now = Utc::now();
         let mut tx = self.pool.begin().await?;
-        let row: Option<(Uuid, Uuid, DateTime<Utc>, Option<DateTime<Utc>>, Option<DateTime<Utc>>)> = sqlx::query_as(
+        let row: Option<TokenRow> = sqlx::query_as(
             "SELECT user_id, family_id, expires_at, used_at, revoked_at FROM refresh_tokens \
              WHERE token_hash = ? FOR UPDATE",
         )
@@ -114,12 +123,13 @@ impl Store {
         .await?;
         if res.rows_affected() == 0 {
             // Either unknown, or every token of the family was already revoked: both end the session.
-            let known: Option<(Uuid,)> =
-                sqlx::query_as("SELECT user_id FROM refresh_tokens WHERE token_hash = ? AND user_id = ?")
-                    .bind(&hash[..])
-                    .bind(user_id)
-                    .fetch_optional(&self.pool)
-                    .await?;
+            let known: Option<(Uuid,)> = sqlx::query_as(
+                "SELECT user_id FROM refresh_tokens WHERE token_hash = ? AND user_id = ?",
+            )
+            .bind(&hash[..])
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await?;
             if known.is_none() {
                 return Err(StoreError::NotFound);
             }
@@ -132,11 +142,13 @@ impl Store {
     /// # Errors
     /// Database errors.
     pub async fn revoke_all_refresh_tokens(&self, user_id: Uuid) -> StoreResult<()> {
-        sqlx::query("UPDATE refresh_tokens SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL")
-            .bind(Utc::now())
-            .bind(user_id)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE refresh_tokens SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL",
+        )
+        .bind(Utc::now())
+        .bind(user_id)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 }

@@ -116,7 +116,12 @@ impl Store {
     ///
     /// # Errors
     /// Database errors.
-    pub async fn discover_rooms(&self, search: Option<&str>, limit: i64, offset: i64) -> StoreResult<RoomPage> {
+    pub async fn discover_rooms(
+        &self,
+        search: Option<&str>,
+        limit: i64,
+        offset: i64,
+    ) -> StoreResult<RoomPage> {
         let pattern = search.map(|s| format!("%{}%", escape_like(s)));
         let rooms = sqlx::query_as::<_, Room>(room_select!(
             "WHERE r.is_private = FALSE AND (? IS NULL OR r.name LIKE ?) ORDER BY r.name, r.id LIMIT ? OFFSET ?"
@@ -143,27 +148,32 @@ impl Store {
     pub async fn rooms_of_user(&self, user: Uuid) -> StoreResult<Vec<RoomSummary>> {
         // Two queries: my rooms, then my membership of each with its last message (a MAX(seq) lookup on
         // the (room_id, seq) index per room).
-        let rooms: Vec<Room> = sqlx::query_as(room_select!("JOIN room_members m ON m.room_id = r.id AND m.user_id = ?"))
-            .bind(user)
-            .fetch_all(&self.pool)
-            .await?;
-        let mut rooms: std::collections::HashMap<Uuid, Room> = rooms.into_iter().map(|r| (r.id, r)).collect();
-        let extra_rows = sqlx::query(concat!(
+        let rooms: Vec<Room> = sqlx::query_as(room_select!(
+            "JOIN room_members m ON m.room_id = r.id AND m.user_id = ?"
+        ))
+        .bind(user)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut rooms: std::collections::HashMap<Uuid, Room> =
+            rooms.into_iter().map(|r| (r.id, r)).collect();
+        let extra_rows = sqlx::query(
             "SELECT m.room_id, m.role, m.joined_at, m.read_seq, m.delivered_seq, lm.id AS lm_id, lm.seq AS lm_seq, \
              lm.sender_id AS lm_sender_id, lm.type AS lm_type, lm.content AS lm_content, \
              lm.client_msg_id AS lm_client_msg_id, lm.created_at AS lm_created_at, lm.edited_at AS lm_edited_at, \
              lm.deleted_at AS lm_deleted_at \
              FROM room_members m LEFT JOIN messages lm ON lm.room_id = m.room_id \
                AND lm.seq = (SELECT MAX(x.seq) FROM messages x WHERE x.room_id = m.room_id) \
-             WHERE m.user_id = ?"
-        ))
+             WHERE m.user_id = ?",
+        )
         .bind(user)
         .fetch_all(&self.pool)
         .await?;
         let mut out = Vec::with_capacity(extra_rows.len());
         for row in &extra_rows {
             let room_id: Uuid = row.try_get("room_id")?;
-            let Some(room) = rooms.remove(&room_id) else { continue };
+            let Some(room) = rooms.remove(&room_id) else {
+                continue;
+            };
             let last_message = match row.try_get::<Option<Uuid>, _>("lm_id")? {
                 None => None,
                 Some(id) => Some(Message {
@@ -193,7 +203,11 @@ impl Store {
             });
         }
         out.sort_by(|a, b| {
-            let at = |s: &RoomSummary| s.last_message.as_ref().map_or(s.joined_at, |m| m.created_at);
+            let at = |s: &RoomSummary| {
+                s.last_message
+                    .as_ref()
+                    .map_or(s.joined_at, |m| m.created_at)
+            };
             at(b).cmp(&at(a))
         });
         Ok(out)
@@ -226,7 +240,10 @@ impl Store {
     /// # Errors
     /// [`StoreError::NotFound`] when there is no such room.
     pub async fn delete_room(&self, id: Uuid) -> StoreResult<()> {
-        let res = sqlx::query("DELETE FROM rooms WHERE id = ?").bind(id).execute(&self.pool).await?;
+        let res = sqlx::query("DELETE FROM rooms WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
         if res.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
@@ -302,10 +319,11 @@ impl Store {
     /// # Errors
     /// Database errors.
     pub async fn member_ids(&self, room: Uuid) -> StoreResult<Vec<Uuid>> {
-        let rows: Vec<(Uuid,)> = sqlx::query_as("SELECT user_id FROM room_members WHERE room_id = ?")
-            .bind(room)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows: Vec<(Uuid,)> =
+            sqlx::query_as("SELECT user_id FROM room_members WHERE room_id = ?")
+                .bind(room)
+                .fetch_all(&self.pool)
+                .await?;
         Ok(rows.into_iter().map(|(u,)| u).collect())
     }
 
@@ -317,11 +335,18 @@ impl Store {
     pub async fn remove_member(&self, room: Uuid, user: Uuid) -> StoreResult<MembershipChange> {
         let mut tx = self.pool.begin().await?;
         let roles = lock_roles(&mut tx, room).await?;
-        let Some(role) = roles.iter().find(|(u, _)| *u == user).map(|(_, r)| r.as_str()) else {
+        let Some(role) = roles
+            .iter()
+            .find(|(u, _)| *u == user)
+            .map(|(_, r)| r.as_str())
+        else {
             return Ok(MembershipChange::NotMember);
         };
         if roles.len() == 1 {
-            sqlx::query("DELETE FROM rooms WHERE id = ?").bind(room).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM rooms WHERE id = ?")
+                .bind(room)
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await?;
             return Ok(MembershipChange::RoomDeleted);
         }
@@ -342,10 +367,19 @@ impl Store {
     ///
     /// # Errors
     /// Database errors.
-    pub async fn set_role(&self, room: Uuid, user: Uuid, role: &str) -> StoreResult<MembershipChange> {
+    pub async fn set_role(
+        &self,
+        room: Uuid,
+        user: Uuid,
+        role: &str,
+    ) -> StoreResult<MembershipChange> {
         let mut tx = self.pool.begin().await?;
         let roles = lock_roles(&mut tx, room).await?;
-        let Some(current) = roles.iter().find(|(u, _)| *u == user).map(|(_, r)| r.as_str()) else {
+        let Some(current) = roles
+            .iter()
+            .find(|(u, _)| *u == user)
+            .map(|(_, r)| r.as_str())
+        else {
             return Ok(MembershipChange::NotMember);
         };
         let admins = roles.iter().filter(|(_, r)| r == "admin").count();
@@ -385,18 +419,25 @@ impl Store {
         .bind(user)
         .execute(&self.pool)
         .await?;
-        let m = self.membership(room, user).await?.ok_or(StoreError::NotFound)?;
+        let m = self
+            .membership(room, user)
+            .await?
+            .ok_or(StoreError::NotFound)?;
         Ok((m.read_seq, m.delivered_seq))
     }
-
 }
 
 /// Locks every member row of `room` for the rest of the transaction and returns (user, role) pairs.
-async fn lock_roles(tx: &mut sqlx::Transaction<'_, sqlx::MySql>, room: Uuid) -> StoreResult<Vec<(Uuid, String)>> {
-    Ok(sqlx::query_as("SELECT user_id, role FROM room_members WHERE room_id = ? FOR UPDATE")
-        .bind(room)
-        .fetch_all(&mut **tx)
-        .await?)
+async fn lock_roles(
+    tx: &mut sqlx::Transaction<'_, sqlx::MySql>,
+    room: Uuid,
+) -> StoreResult<Vec<(Uuid, String)>> {
+    Ok(
+        sqlx::query_as("SELECT user_id, role FROM room_members WHERE room_id = ? FOR UPDATE")
+            .bind(room)
+            .fetch_all(&mut **tx)
+            .await?,
+    )
 }
 
 /// Escapes `%`, `_` and `\` so user input matches literally inside a LIKE pattern.

@@ -76,11 +76,13 @@ impl Store {
     /// # Errors
     /// [`StoreError::NotFound`] when there is no such user.
     pub async fn public_user(&self, id: Uuid) -> StoreResult<PublicUser> {
-        sqlx::query_as::<_, PublicUser>("SELECT id, username, full_name, last_seen FROM users WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(StoreError::NotFound)
+        sqlx::query_as::<_, PublicUser>(
+            "SELECT id, username, full_name, last_seen FROM users WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)
     }
 
     /// Updates the given profile fields.
@@ -112,12 +114,14 @@ impl Store {
     /// # Errors
     /// Database errors.
     pub async fn touch_last_seen(&self, id: Uuid, at: DateTime<Utc>) -> StoreResult<()> {
-        sqlx::query("UPDATE users SET last_seen = GREATEST(COALESCE(last_seen, ?), ?) WHERE id = ?")
-            .bind(at)
-            .bind(at)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE users SET last_seen = GREATEST(COALESCE(last_seen, ?), ?) WHERE id = ?",
+        )
+        .bind(at)
+        .bind(at)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 }

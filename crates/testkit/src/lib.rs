@@ -2,7 +2,7 @@
 //! its own Redis key prefix, so tests run in parallel against one server without seeing each other.
 //!
 //! The server addresses come from `CHAT_TEST_DATABASE_URL` (a server URL without a database, default
-//! `mysql://root@127.0.0.1:3306`) and `CHAT_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`).
+//! `mysql://chat:chat@127.0.0.1:3306`) and `CHAT_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`).
 //! The database is dropped and the prefix's keys deleted when the [`TestEnv`] is dropped.
 
 use chat_store::Store;
@@ -21,7 +21,8 @@ pub struct TestEnv {
 }
 
 pub fn server_url() -> String {
-    std::env::var("CHAT_TEST_DATABASE_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
+    std::env::var("CHAT_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "mysql://chat:chat@127.0.0.1:3306".into())
 }
 
 pub fn redis_url() -> String {
@@ -41,7 +42,8 @@ impl TestEnv {
             anyhow::anyhow!("cannot reach the test database at {server}: {e} (run scripts/deps.sh)")
         })?;
         // The name is generated above from hex digits only.
-        let create = format!("CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci");
+        let create =
+            format!("CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci");
         sqlx::query(&create).execute(&mut conn).await?;
         conn.close().await?;
         let database_url = format!("{server}/{name}");
@@ -83,7 +85,12 @@ impl Drop for TestEnv {
         let prefix = self.redis_prefix.clone();
         // Drop runs inside the test's runtime, which cannot be blocked on; clean up from a fresh thread.
         let cleanup = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
             rt.block_on(async move {
                 if let Ok(mut conn) = MySqlConnection::connect(&server).await {
                     let drop = format!("DROP DATABASE IF EXISTS `{name}`");
@@ -97,8 +104,10 @@ impl Drop for TestEnv {
                             .await
                             .unwrap_or_default();
                         for chunk in keys.chunks(500) {
-                            let _: Result<(), _> =
-                                deadpool_redis::redis::cmd("DEL").arg(chunk).query_async(&mut c).await;
+                            let _: Result<(), _> = deadpool_redis::redis::cmd("DEL")
+                                .arg(chunk)
+                                .query_async(&mut c)
+                                .await;
                         }
                     }
                 }

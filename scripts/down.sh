@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# `make down`: stops the services `make up` started (MariaDB and Redis are left running).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+for pidfile in .run/*.pid; do
+  [ -e "$pidfile" ] || continue
+  name=$(basename "$pidfile" .pid)
+  pid=$(cat "$pidfile")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid"
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
+    echo "down: stopped $name"
+  fi
+  rm -f "$pidfile"
+done

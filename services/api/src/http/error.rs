@@ -1,0 +1,174 @@
+//! The one error type of the HTTP layer. Every failure becomes `{"error":{"code","message","fields?"}}`
+//! with a stable machine-readable `code`; 5xx bodies say nothing about the cause, which is logged once
+//! here, at the boundary.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chat_domain::FieldErrors;
+use serde::Serialize;
+use std::time::Duration;
+use utoipa::ToSchema;
+
+pub type Result<T, E = ApiError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("malformed JSON: {0}")]
+    InvalidJson(String),
+    #[error("expected Content-Type: application/json")]
+    UnsupportedMediaType,
+    #[error("request body too large")]
+    PayloadTooLarge,
+    #[error("validation failed")]
+    Validation(FieldErrors),
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("{0}")]
+    NotFound(&'static str),
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    #[error("too many requests")]
+    RateLimited { retry_after: Duration },
+    #[error("service unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+/// The error body.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code, e.g. `VALIDATION`, `NOT_FOUND`, `RATE_LIMITED`.
+    pub code: &'static str,
+    pub message: String,
+    /// Per-field messages for `VALIDATION` errors.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub fields: Option<FieldErrors>,
+    /// Milliseconds to wait, for `RATE_LIMITED`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) | Self::InvalidJson(_) => StatusCode::BAD_REQUEST,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_) => "BAD_REQUEST",
+            Self::InvalidJson(_) => "INVALID_JSON",
+            Self::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
+            Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            Self::Validation(_) => "VALIDATION",
+            Self::Unauthorized(_) => "UNAUTHORIZED",
+            Self::Forbidden(_) => "FORBIDDEN",
+            Self::NotFound(_) => "NOT_FOUND",
+            Self::Conflict { code, .. } => code,
+            Self::RateLimited { .. } => "RATE_LIMITED",
+            Self::Unavailable(_) => "UNAVAILABLE",
+            Self::Internal(_) => "INTERNAL",
+        }
+    }
+
+    /// A single-field validation error.
+    pub fn field(field: &str, message: &str) -> Self {
+        let mut f = FieldErrors::new();
+        f.add(field, message);
+        Self::Validation(f)
+    }
+
+    pub fn internal(e: impl Into<anyhow::Error>) -> Self {
+        Self::Internal(e.into())
+    }
+}
+
+impl From<chat_store::StoreError> for ApiError {
+    fn from(e: chat_store::StoreError) -> Self {
+        match e {
+            chat_store::StoreError::NotFound => Self::NotFound("not found"),
+            e if e.is_transient() => Self::Unavailable(e.into()),
+            e => Self::Internal(e.into()),
+        }
+    }
+}
+
+impl From<chat_bus::BusError> for ApiError {
+    fn from(e: chat_bus::BusError) -> Self {
+        Self::Unavailable(e.into())
+    }
+}
+
+impl From<FieldErrors> for ApiError {
+    fn from(f: FieldErrors) -> Self {
+        Self::Validation(f)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        match &self {
+            Self::Internal(e) | Self::Unavailable(e) => {
+                tracing::error!(error = ?e, code = self.code(), "request failed");
+            }
+            _ => tracing::debug!(code = self.code(), error = %self, "request refused"),
+        }
+        let message = match &self {
+            Self::Internal(_) => "internal error".to_owned(),
+            Self::Unavailable(_) => "service temporarily unavailable".to_owned(),
+            Self::Validation(f) => format!("validation failed: {f}"),
+            other => other.to_string(),
+        };
+        let retry_after = match &self {
+            Self::RateLimited { retry_after } => Some(*retry_after),
+            _ => None,
+        };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code(),
+                message,
+                fields: match self {
+                    Self::Validation(f) => Some(f),
+                    _ => None,
+                },
+                retry_after_ms: retry_after
+                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            },
+        };
+        let mut res = (status, axum::Json(body)).into_response();
+        if let Some(d) = retry_after {
+            let secs = d.as_millis().div_ceil(1000).max(1);
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                res.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            res.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        res
+    }
+}

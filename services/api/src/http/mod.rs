@@ -1,0 +1,234 @@
+//! The HTTP layer: one module per resource, each exposing `router()`, merged here under `/api/v1` with the
+//! cross-cutting layers (rate limit, CORS, security headers, body limit, tracing).
+
+mod auth;
+pub mod error;
+pub mod extract;
+mod messages;
+mod rooms;
+mod users;
+
+use crate::state::AppState;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use error::ApiError;
+use extract::{bearer, client_ip};
+use std::time::Duration;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+/// The largest request body accepted.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Chat API", description = "REST API of the chat backend: auth, users, rooms, members and history."),
+    components(schemas(error::ErrorBody)),
+    modifiers(&BearerAuth)
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        if let Some(c) = openapi.components.as_mut() {
+            c.add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(
+                    HttpBuilder::new()
+                        .scheme(HttpAuthScheme::Bearer)
+                        .bearer_format("JWT")
+                        .build(),
+                ),
+            );
+        }
+    }
+}
+
+/// The OpenAPI document of every `/api/v1` route.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_routes().split_for_parts().1
+}
+
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi()).nest(
+        "/api/v1",
+        OpenApiRouter::new()
+            .merge(auth::router())
+            .merge(users::router())
+            .merge(rooms::router())
+            .merge(messages::router()),
+    )
+}
+
+/// The whole application router.
+pub fn router(state: AppState) -> Router {
+    let (api, doc) = api_routes().split_for_parts();
+    let doc_json = doc.to_pretty_json().unwrap_or_else(|_| "{}".into());
+    let api = api.layer(middleware::from_fn_with_state(state.clone(), rate_limit));
+
+    let mut app = Router::new()
+        .merge(api)
+        .route("/health", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
+        .route("/ready", get(ready))
+        .route(
+            "/api/v1/openapi.json",
+            get(move || async move { ([(header::CONTENT_TYPE, "application/json")], doc_json) }),
+        )
+        .route("/api/v1/docs", get(docs_page))
+        .fallback(|| async { ApiError::NotFound("no such route") })
+        .method_not_allowed_fallback(|| async {
+            (StatusCode::METHOD_NOT_ALLOWED, axum::Json(serde_json::json!({
+                "error": {"code": "METHOD_NOT_ALLOWED", "message": "method not allowed on this route"}
+            })))
+        })
+        .with_state(state.clone())
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT));
+    for (name, value) in SECURITY_HEADERS {
+        app = app.layer(SetResponseHeaderLayer::if_not_present(
+            name,
+            HeaderValue::from_static(value),
+        ));
+    }
+    app.layer(cors(&state.config.cors_origin))
+        .layer(TraceLayer::new_for_http())
+}
+
+/// `/ready`: 200 when MySQL and Redis answer, 503 naming what does not.
+async fn ready(State(st): State<AppState>) -> Response {
+    let (db, redis) = tokio::join!(
+        tokio::time::timeout(Duration::from_secs(2), st.store.ping()),
+        tokio::time::timeout(Duration::from_secs(2), st.bus.ping())
+    );
+    let db_ok = matches!(db, Ok(Ok(())));
+    let redis_ok = matches!(redis, Ok(Ok(())));
+    let status = if db_ok && redis_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    if status != StatusCode::OK {
+        tracing::warn!(db_ok, redis_ok, "not ready");
+    }
+    let word = |ok| if ok { "ok" } else { "unreachable" };
+    (
+        status,
+        axum::Json(serde_json::json!({
+            "status": if status == StatusCode::OK { "ready" } else { "not ready" },
+            "mysql": word(db_ok),
+            "redis": word(redis_ok),
+        })),
+    )
+        .into_response()
+}
+
+async fn docs_page() -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'self'; script-src 'self' https://cdn.jsdelivr.net; style-src 'self' 'unsafe-inline' \
+             https://cdn.jsdelivr.net; font-src https://cdn.jsdelivr.net data:; img-src 'self' data:",
+        )],
+        Html(
+            r#"<!doctype html><html><head><meta charset="utf-8"><title>Chat API</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"></head><body>
+<script id="api-reference" data-url="/api/v1/openapi.json"></script>
+<script src="https://cdn.jsdelivr.net/npm/@scalar/api-reference"></script>
+<noscript>The API description is at <a href="/api/v1/openapi.json">/api/v1/openapi.json</a>.</noscript>
+</body></html>"#,
+        ),
+    )
+}
+
+/// 100 requests per minute per user (per client address when anonymous), counted in Redis so every API
+/// replica shares the budget. If Redis is down the request goes through (logged): availability first.
+async fn rate_limit(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let key = match bearer(req.headers()).and_then(|t| st.tokens.verify(t).ok()) {
+        Some(claims) => st
+            .bus
+            .keys()
+            .rate_limit("api:user", &claims.sub.to_string()),
+        None => {
+            let peer = req
+                .extensions()
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
+            let ip = client_ip(req.headers(), peer, st.config.trust_proxy);
+            st.bus.keys().rate_limit("api:ip", &ip.to_string())
+        }
+    };
+    let limit = st.config.api_rate_limit_per_minute;
+    match st
+        .bus
+        .hit_rate_limit(&key, limit, Duration::from_secs(60))
+        .await
+    {
+        Ok(d) if !d.allowed => ApiError::RateLimited {
+            retry_after: d.retry_after,
+        }
+        .into_response(),
+        Ok(d) => {
+            let mut res = next.run(req).await;
+            res.headers_mut().insert(
+                HeaderName::from_static("ratelimit-limit"),
+                HeaderValue::from(limit),
+            );
+            res.headers_mut().insert(
+                HeaderName::from_static("ratelimit-remaining"),
+                HeaderValue::from(d.remaining),
+            );
+            res
+        }
+        Err(e) => {
+            tracing::warn!(error = ?e, "rate limiter unavailable; request allowed");
+            next.run(req).await
+        }
+    }
+}
+
+/// Headers every response carries unless its handler set them (the docs page sets its own CSP).
+const SECURITY_HEADERS: [(HeaderName, &str); 5] = [
+    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    (header::X_FRAME_OPTIONS, "DENY"),
+    (header::REFERRER_POLICY, "no-referrer"),
+    (
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'none'; frame-ancestors 'none'",
+    ),
+    (
+        header::STRICT_TRANSPORT_SECURITY,
+        "max-age=63072000; includeSubDomains",
+    ),
+];
+
+fn cors(origin: &str) -> CorsLayer {
+    let allow = if origin.trim() == "*" {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            origin
+                .split(',')
+                .filter_map(|o| HeaderValue::from_str(o.trim()).ok()),
+        )
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .expose_headers([header::RETRY_AFTER])
+        .max_age(Duration::from_secs(600))
+}
