@@ -1,0 +1,541 @@
+//! The per-connection task: heartbeat, transport I/O, and the Socket.IO state machine.
+//!
+//! One task per Engine.IO session owns everything that changes on the hot path without locks: the
+//! connected sockets, the binary packet being reassembled, the queue of packets waiting for the
+//! application, and the WebSocket itself once there is one. It sleeps on a single timer (the next
+//! heartbeat or connect deadline), the WebSocket, and a `Notify` rung by anyone who queues output or
+//! mail for it. Application handlers run one at a time, in arrival order, as a future polled by this
+//! task, so the connection keeps reading (acks, pongs) while a handler awaits.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
+use bytes::Bytes;
+use futures_util::{SinkExt as _, StreamExt as _};
+use serde_json::Value;
+use sio_core::engine::TextPacket;
+use sio_core::{Packet, PacketKind, PartialBinary};
+use tokio::time::Instant;
+
+use crate::conn::{Conn, DisconnectReason, In, Out};
+use crate::server::{LiveGuard, Mode};
+use crate::sid::Sid;
+use crate::socket::{
+    make_ack_sender, AckResponse, AnySocket, BoxFuture, ConnectError, ConnectRequest,
+    ConnectResult, ErasedNamespace, Event, Recovery, SocketCore,
+};
+
+/// Packets waiting for the application beyond this stop the driver from reading more.
+const MAX_PENDING: usize = 32;
+
+struct Connected {
+    ns: Arc<dyn ErasedNamespace>,
+    socket: Arc<dyn AnySocket>,
+}
+
+enum Pending {
+    Packet(Packet, Vec<Bytes>),
+    ServerDisconnect(Sid),
+}
+
+enum Done {
+    Nothing,
+    Connected {
+        ns: Arc<dyn ErasedNamespace>,
+        nsp: String,
+        result: ConnectResult,
+    },
+}
+
+struct Driver {
+    conn: Arc<Conn>,
+    sockets: Vec<Connected>,
+    partial: Option<PartialBinary>,
+    pending: VecDeque<Pending>,
+    ever_connected: bool,
+    awaiting_pong: bool,
+    ping_deadline: Instant,
+    connect_deadline: Option<Instant>,
+}
+
+/// Runs a session to its end. `ws` is the WebSocket of a WebSocket-only session; polling sessions
+/// start without one and may get one from an upgrade.
+pub(crate) async fn run(conn: Arc<Conn>, ws: Option<WebSocket>) {
+    let _live = LiveGuard::new(&conn.shared);
+    let now = conn.created;
+    let cfg = &conn.shared.config;
+    let mut driver = Driver {
+        ping_deadline: now + cfg.ping_interval,
+        connect_deadline: (conn.shared.mode == Mode::SocketIo).then(|| now + cfg.connect_timeout),
+        conn: conn.clone(),
+        sockets: Vec::new(),
+        partial: None,
+        pending: VecDeque::new(),
+        ever_connected: false,
+        awaiting_pong: false,
+    };
+    driver.run(ws).await;
+}
+
+impl Driver {
+    async fn run(&mut self, mut ws: Option<WebSocket>) {
+        let conn = self.conn.clone();
+        let write_timeout = conn.shared.config.write_timeout;
+        let mut running: Option<BoxFuture<Done>> = None;
+        let sleep = tokio::time::sleep_until(self.next_deadline());
+        tokio::pin!(sleep);
+
+        let reason = loop {
+            self.read_mailbox();
+            if ws.is_none() {
+                if let Some(upgraded) = conn.state().upgrade.take() {
+                    ws = Some(*upgraded);
+                }
+            }
+            if let Some(reason) = conn.closed() {
+                break reason;
+            }
+            if let Some(w) = ws.as_mut() {
+                match tokio::time::timeout(write_timeout, flush(w, &conn)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::debug!(sid = %conn.sid, error = %e, "websocket write failed");
+                        conn.close(DisconnectReason::TransportError);
+                        continue;
+                    }
+                    Err(_) => {
+                        tracing::debug!(sid = %conn.sid, "websocket write timed out: client not reading");
+                        conn.close(DisconnectReason::TransportError);
+                        continue;
+                    }
+                }
+            }
+            if running.is_none() {
+                running = self.next_job();
+            }
+            let deadline = self.next_deadline();
+            if sleep.deadline() != deadline {
+                sleep.as_mut().reset(deadline);
+            }
+            let can_read = ws.is_some() && self.pending.len() < MAX_PENDING;
+
+            tokio::select! {
+                biased;
+                () = conn.wake_driver.notified() => {}
+                done = async { if let Some(f) = running.as_mut() { f.await } else { std::future::pending().await } },
+                    if running.is_some() =>
+                {
+                    running = self.on_done(done);
+                }
+                () = &mut sleep => self.on_timer(),
+                msg = async { if let Some(w) = ws.as_mut() { w.next().await } else { std::future::pending().await } },
+                    if can_read =>
+                {
+                    match msg {
+                        Some(Ok(Message::Text(t))) => self.on_text(t.as_str()),
+                        Some(Ok(Message::Binary(b))) => self.on_binary(b),
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                        Some(Ok(Message::Close(_))) | None => conn.close(DisconnectReason::TransportClose),
+                        Some(Err(e)) => {
+                            tracing::debug!(sid = %conn.sid, error = %e, "websocket read failed (oversized frame or broken stream)");
+                            conn.close(DisconnectReason::TransportError);
+                        }
+                    }
+                }
+            }
+        };
+
+        tracing::debug!(sid = %conn.sid, reason = reason.as_str(), "session closing");
+        for c in &self.sockets {
+            c.socket.core().fail_acks();
+        }
+        if let Some(f) = running.take() {
+            // Let the handler in progress finish (its acks have just failed), within reason.
+            if let Ok(Done::Connected {
+                result: Ok((socket, _)),
+                ..
+            }) = tokio::time::timeout(Duration::from_secs(5), f).await
+            {
+                socket.core().fail_acks();
+            }
+        }
+        let store = conn.shared.recovery.clone();
+        for c in std::mem::take(&mut self.sockets) {
+            if let (Some(store), true) = (&store, reason.is_recoverable()) {
+                if let Some(session) = c.socket.core().session(c.ns.recovery_state(&c.socket)) {
+                    store.save(session).await;
+                }
+            }
+            c.ns.disconnect(&c.socket, reason).await;
+        }
+        if conn.state().linger {
+            tokio::time::sleep(conn.shared.config.ping_timeout.min(Duration::from_secs(5))).await;
+            conn.end_linger();
+        }
+        if let Some(mut w) = ws {
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                let _ = flush(&mut w, &conn).await;
+                let _ = w.close().await;
+            })
+            .await;
+        }
+    }
+
+    fn next_deadline(&self) -> Instant {
+        match self.connect_deadline {
+            Some(c) if !self.ever_connected => c.min(self.ping_deadline),
+            _ => self.ping_deadline,
+        }
+    }
+
+    fn on_timer(&mut self) {
+        let now = Instant::now();
+        if let Some(c) = self.connect_deadline {
+            if !self.ever_connected && now >= c {
+                tracing::debug!(sid = %self.conn.sid, "no namespace joined in time: closing");
+                self.conn.close(DisconnectReason::ConnectTimeout);
+                return;
+            }
+        }
+        if now >= self.ping_deadline {
+            if self.awaiting_pong {
+                tracing::debug!(sid = %self.conn.sid, "ping timeout");
+                self.conn.close(DisconnectReason::PingTimeout);
+            } else {
+                // Deadlines follow the schedule, not the (possibly late) wake-up.
+                self.ping_deadline += self.conn.shared.config.ping_timeout;
+                self.conn.state().pong_deadline = Some(self.ping_deadline);
+                let _ = self
+                    .conn
+                    .push_control(Out::Text(Utf8Bytes::from_static("2")));
+                self.awaiting_pong = true;
+            }
+        }
+    }
+
+    fn read_mailbox(&mut self) {
+        while self.pending.len() < MAX_PENDING {
+            let Some(msg) = self.conn.state().mailbox.pop_front() else {
+                return;
+            };
+            match msg {
+                In::Text(s) => self.on_text(&s),
+                In::Binary(b) => self.on_binary(b),
+                In::DisconnectSocket(id) => self.pending.push_back(Pending::ServerDisconnect(id)),
+                In::Shutdown { reconnect } => {
+                    if !reconnect {
+                        for c in &self.sockets {
+                            let _ = self
+                                .conn
+                                .push_control(Out::text(disconnect_packet(&c.socket.core().nsp)));
+                        }
+                    }
+                    self.conn.close(DisconnectReason::ServerShutdown);
+                }
+            }
+            if self.conn.closed().is_some() {
+                return;
+            }
+        }
+    }
+
+    fn protocol_error(&self, what: &str, err: &dyn std::fmt::Display) {
+        tracing::debug!(sid = %self.conn.sid, error = %err, "{what}: closing");
+        self.conn.close(DisconnectReason::ParseError);
+    }
+
+    fn on_text(&mut self, s: &str) {
+        let packet = match TextPacket::decode(s) {
+            Ok(p) => p,
+            Err(e) => return self.protocol_error("invalid engine.io packet", &e),
+        };
+        match packet {
+            TextPacket::Pong(_) => {
+                self.awaiting_pong = false;
+                self.conn.state().pong_deadline = None;
+                self.ping_deadline = Instant::now() + self.conn.shared.config.ping_interval;
+            }
+            TextPacket::Ping(data) => {
+                let _ = self.conn.push_control(Out::text(format!("3{data}")));
+            }
+            TextPacket::Message(m) => {
+                if self.conn.shared.mode == Mode::EngineEcho {
+                    let _ = self.conn.push_control(Out::text(format!("4{m}")));
+                } else {
+                    self.on_socketio_text(m);
+                }
+            }
+            TextPacket::Close => self.conn.close(DisconnectReason::TransportClose),
+            TextPacket::Upgrade | TextPacket::Noop => {}
+            TextPacket::Open(_) => self.protocol_error("open packet from a client", &"unexpected"),
+        }
+    }
+
+    fn on_binary(&mut self, b: Bytes) {
+        if self.conn.shared.mode == Mode::EngineEcho {
+            let _ = self.conn.push_control(Out::Binary(b));
+            return;
+        }
+        let Some(partial) = self.partial.as_mut() else {
+            return self.protocol_error(
+                "binary message where a packet was expected",
+                &"unexpected binary",
+            );
+        };
+        if let Err(e) = partial.push(b) {
+            return self.protocol_error("attachment", &e);
+        }
+        if partial.is_complete() {
+            if let Some(done) = self.partial.take() {
+                self.dispatch(done.packet, done.attachments);
+            }
+        }
+    }
+
+    fn on_socketio_text(&mut self, m: &str) {
+        if self.partial.is_some() {
+            return self.protocol_error(
+                "text message where a binary attachment was expected",
+                &"unexpected text",
+            );
+        }
+        let packet = match Packet::decode(m) {
+            Ok(p) => p,
+            Err(e) => return self.protocol_error("invalid socket.io packet", &e),
+        };
+        if packet.kind.is_binary() && packet.attachments > 0 {
+            self.partial = Some(PartialBinary::new(packet));
+        } else {
+            self.dispatch(packet, Vec::new());
+        }
+    }
+
+    fn dispatch(&mut self, packet: Packet, binary: Vec<Bytes>) {
+        match packet.kind {
+            PacketKind::Ack | PacketKind::BinaryAck => {
+                let (Some(id), Some(Value::Array(args))) = (packet.id, packet.data) else {
+                    return;
+                };
+                match self.find(&packet.nsp) {
+                    Some(c) => c
+                        .socket
+                        .core()
+                        .resolve_ack(id, AckResponse { args, binary }),
+                    None => {
+                        tracing::debug!(sid = %self.conn.sid, nsp = %packet.nsp, "ack for a namespace not joined: ignored")
+                    }
+                }
+            }
+            PacketKind::ConnectError => {
+                self.protocol_error("CONNECT_ERROR from a client", &"unexpected")
+            }
+            _ => self.pending.push_back(Pending::Packet(packet, binary)),
+        }
+    }
+
+    fn find(&self, nsp: &str) -> Option<&Connected> {
+        self.sockets.iter().find(|c| &*c.socket.core().nsp == nsp)
+    }
+
+    fn remove(&mut self, pred: impl Fn(&SocketCore) -> bool) -> Option<Connected> {
+        let i = self.sockets.iter().position(|c| pred(c.socket.core()))?;
+        let c = self.sockets.swap_remove(i);
+        c.socket.core().fail_acks();
+        Some(c)
+    }
+
+    /// Starts the application's handling of the next pending packet, if any.
+    fn next_job(&mut self) -> Option<BoxFuture<Done>> {
+        while let Some(p) = self.pending.pop_front() {
+            let (packet, binary) = match p {
+                Pending::ServerDisconnect(id) => {
+                    if let Some(c) = self.remove(|core| core.id == id) {
+                        let f =
+                            c.ns.disconnect(&c.socket, DisconnectReason::ServerNamespaceDisconnect);
+                        return Some(nothing(f));
+                    }
+                    continue;
+                }
+                Pending::Packet(packet, binary) => (packet, binary),
+            };
+            match packet.kind {
+                PacketKind::Connect => {
+                    let Some(ns) = self.conn.shared.namespaces.get(&packet.nsp).cloned() else {
+                        tracing::debug!(sid = %self.conn.sid, nsp = %packet.nsp, "CONNECT to an unknown namespace");
+                        let err = ConnectError::new("Invalid namespace");
+                        let _ = self
+                            .conn
+                            .push_control(Out::text(connect_error_packet(&packet.nsp, &err)));
+                        continue;
+                    };
+                    if self.find(&packet.nsp).is_some() {
+                        tracing::debug!(sid = %self.conn.sid, nsp = %packet.nsp, "CONNECT to a namespace already joined: ignored");
+                        continue;
+                    }
+                    return Some(self.connect_job(ns, packet));
+                }
+                PacketKind::Disconnect => {
+                    if let Some(c) = self.remove(|core| *core.nsp == packet.nsp) {
+                        let f =
+                            c.ns.disconnect(&c.socket, DisconnectReason::ClientNamespaceDisconnect);
+                        return Some(nothing(f));
+                    }
+                }
+                PacketKind::Event | PacketKind::BinaryEvent => {
+                    let Some(c) = self.find(&packet.nsp) else {
+                        tracing::debug!(sid = %self.conn.sid, nsp = %packet.nsp, "event for a namespace not joined: ignored");
+                        continue;
+                    };
+                    let Some(Value::Array(mut args)) = packet.data else {
+                        continue;
+                    };
+                    let name = match args.remove(0) {
+                        Value::String(s) => s,
+                        _ => continue,
+                    };
+                    let core = c.socket.core();
+                    let ack = packet
+                        .id
+                        .map(|id| make_ack_sender(self.conn.clone(), core.nsp.clone(), id));
+                    let ev = Event {
+                        name,
+                        args,
+                        binary,
+                        ack,
+                    };
+                    return Some(nothing(c.ns.event(&c.socket, ev)));
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+
+    fn connect_job(&self, ns: Arc<dyn ErasedNamespace>, packet: Packet) -> BoxFuture<Done> {
+        let conn = self.conn.clone();
+        let store = conn.shared.recovery.clone();
+        let nsp = packet.nsp;
+        let auth = packet.data;
+        Box::pin(async move {
+            let mut ids = (Sid::random(), store.as_ref().map(|_| Sid::random()));
+            let mut recovery = None;
+            if let (Some(store), Some(Value::Object(a))) = (&store, &auth) {
+                if let (Some(Value::String(pid)), Some(Value::String(offset))) =
+                    (a.get("pid"), a.get("offset"))
+                {
+                    if let Some(pid) = Sid::parse(pid) {
+                        match store.take(pid).await {
+                            Some(s) if s.nsp == nsp => {
+                                ids = (s.sid, Some(s.pid));
+                                recovery = Some(Recovery {
+                                    offset: offset.clone(),
+                                    state: s.state,
+                                });
+                            }
+                            _ => tracing::debug!(sid = %conn.sid, "session to recover not found"),
+                        }
+                    }
+                }
+            }
+            let core = SocketCore::new(ids.0, ids.1, Arc::from(nsp.as_str()), conn.clone());
+            let req = ConnectRequest {
+                nsp: nsp.clone(),
+                auth,
+                recovery,
+                conn,
+            };
+            let result = ns.connect(req, core).await;
+            Done::Connected { ns, nsp, result }
+        })
+    }
+
+    fn on_done(&mut self, done: Done) -> Option<BoxFuture<Done>> {
+        let Done::Connected { ns, nsp, result } = done else {
+            return None;
+        };
+        match result {
+            Ok((socket, replay)) => {
+                if self.conn.closed().is_some() {
+                    socket.core().fail_acks();
+                    return None;
+                }
+                self.ever_connected = true;
+                let core = socket.core();
+                let mut reply = String::with_capacity(64);
+                reply.push_str("40");
+                push_nsp(&mut reply, &nsp);
+                reply.push_str(r#"{"sid":""#);
+                reply.push_str(core.id.as_str());
+                if let Some(pid) = core.pid {
+                    reply.push_str(r#"","pid":""#);
+                    reply.push_str(pid.as_str());
+                }
+                reply.push_str(r#""}"#);
+                let _ = self.conn.push_control(Out::text(reply));
+                for frame in replay {
+                    let _ = self.conn.push_control(Out::Frame(frame));
+                }
+                let f = ns.connected(&socket);
+                self.sockets.push(Connected { ns, socket });
+                Some(nothing(f))
+            }
+            Err(err) => {
+                tracing::debug!(sid = %self.conn.sid, %nsp, message = %err.message, "CONNECT refused by the application");
+                let _ = self
+                    .conn
+                    .push_control(Out::text(connect_error_packet(&nsp, &err)));
+                None
+            }
+        }
+    }
+}
+
+fn nothing(f: BoxFuture<()>) -> BoxFuture<Done> {
+    Box::pin(async move {
+        f.await;
+        Done::Nothing
+    })
+}
+
+fn push_nsp(s: &mut String, nsp: &str) {
+    if nsp != "/" {
+        s.push_str(nsp);
+        s.push(',');
+    }
+}
+
+fn disconnect_packet(nsp: &str) -> String {
+    let mut s = String::from("41");
+    push_nsp(&mut s, nsp);
+    s
+}
+
+fn connect_error_packet(nsp: &str, err: &ConnectError) -> String {
+    let mut s = String::from("44");
+    push_nsp(&mut s, nsp);
+    s.push_str(&err.to_json().to_string());
+    s
+}
+
+async fn flush(ws: &mut WebSocket, conn: &Conn) -> Result<(), axum::Error> {
+    let mut wrote = false;
+    while let Some(out) = conn.pop_out() {
+        wrote = true;
+        match out {
+            Out::Text(t) => ws.feed(Message::Text(t)).await?,
+            Out::Binary(b) => ws.feed(Message::Binary(b)).await?,
+            Out::Frame(f) => {
+                ws.feed(Message::Text(f.text.clone())).await?;
+                for a in f.attachments() {
+                    ws.feed(Message::Binary(a.clone())).await?;
+                }
+            }
+        }
+    }
+    if wrote {
+        ws.flush().await?;
+    }
+    Ok(())
+}

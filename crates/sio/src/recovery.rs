@@ -1,0 +1,102 @@
+//! Connection state recovery: the mechanism, with storage left to a [`RecoveryStore`].
+//!
+//! When recovery is on, every socket gets a private id (`pid`) in its CONNECT reply, and the
+//! application appends an offset to the events it wants replayable ([`crate::Frame::event_with_offset`]).
+//! A stock client remembers the last offset it saw. When the socket drops for a recoverable reason,
+//! the server saves a [`Session`] in the store; when the client reconnects with `{pid, offset}` in
+//! its CONNECT payload, the server takes the session back from the store and hands it to the
+//! namespace's connect hook as [`crate::Recovery`]; the hook decides which frames to replay. The
+//! CONNECT reply then carries the old socket id and `pid`, which makes the client set
+//! `socket.recovered = true`.
+//!
+//! [`MemoryStore`] keeps sessions in this process; a shared store (Redis) makes recovery work across
+//! server processes.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::sid::Sid;
+use crate::socket::BoxFuture;
+
+/// A disconnected socket that may be recovered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Session {
+    /// The socket id, given back on recovery.
+    pub sid: Sid,
+    /// The private id the client presents.
+    pub pid: Sid,
+    pub nsp: String,
+    /// What [`crate::Namespace::recovery_state`] returned.
+    pub state: Value,
+}
+
+/// Where disconnected sessions wait for their client. Implementations decide how long they keep
+/// them (the reference server's default is two minutes).
+pub trait RecoveryStore: Send + Sync + 'static {
+    /// Keeps a session that just dropped.
+    fn save(&self, session: Session) -> BoxFuture<()>;
+    /// Takes (and removes) the session with private id `pid`, if it is still there.
+    fn take(&self, pid: Sid) -> BoxFuture<Option<Session>>;
+}
+
+/// An in-process [`RecoveryStore`] that forgets sessions after a fixed time.
+#[derive(Debug)]
+pub struct MemoryStore {
+    ttl: Duration,
+    sessions: Mutex<HashMap<Sid, (Instant, Session)>>,
+}
+
+impl MemoryStore {
+    /// A store keeping sessions for `ttl`.
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            sessions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The number of sessions held (expired ones included until the next save).
+    pub fn len(&self) -> usize {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
+    /// Whether the store holds no session.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new(Duration::from_secs(120))
+    }
+}
+
+impl RecoveryStore for MemoryStore {
+    fn save(&self, session: Session) -> BoxFuture<()> {
+        {
+            let now = Instant::now();
+            let mut map = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+            map.retain(|_, (at, _)| now.duration_since(*at) < self.ttl);
+            map.insert(session.pid, (now, session));
+        }
+        Box::pin(async {})
+    }
+
+    fn take(&self, pid: Sid) -> BoxFuture<Option<Session>> {
+        let found = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&pid)
+            .filter(|(at, _)| at.elapsed() < self.ttl)
+            .map(|(_, s)| s);
+        Box::pin(async move { found })
+    }
+}
