@@ -8,9 +8,13 @@
 //! | `P:v1:rl:<scope>:<id>` | sorted set | sliding-window rate limits: one member per hit, scored by time (ms); scopes `api:user`, `api:ip`, `login:acct`, `login:ip` |
 //! | `P:v1:revoked:jti:<jti>` | string, TTL | an access token revoked by logout, kept until the token would expire |
 //! | `P:v1:presence:user:<user>` | sorted set | the user's live connections (any gateway), scored by heartbeat expiry (ms) |
+//! | `P:v1:{s}:stream` | stream | shard `s`'s persistence stream: one msgpack envelope per entry in field `e` (see [`crate::stream`]); consumer group `persist` ([`PERSIST_GROUP`]); trimmed only by the worker, below what every group has acknowledged |
+//! | `P:v1:{s}:dead` | stream | shard `s`'s dead letters: entries the worker could not decode or store, with fields `e` (the original bytes), `reason`, `id` (the original entry id), `consumer`; capped at about 100,000 entries |
 //!
-//! Keys of one room will share the hash tag of the room's shard (`P:v1:{s}:…`), so one script may touch
-//! them all on Redis Cluster; those arrive with the gateway.
+//! Shards: `s = shard_of(room_id, SHARDS)` ([`shard_of`]: FNV-1a 64 over the 16 bytes of the UUID, modulo
+//! `SHARDS`; stable across processes and languages). Keys of one shard share the hash tag `{s}`, so they
+//! live in one Redis Cluster slot and one script or `MULTI` may touch them all; the gateway's room keys
+//! go under [`Keys::shard_prefix`] to join them.
 
 use uuid::Uuid;
 
@@ -44,4 +48,68 @@ impl Keys {
     pub fn presence_user(&self, user: Uuid) -> String {
         format!("{}:presence:user:{user}", self.prefix)
     }
+
+    /// `P:v1:{s}`: the prefix of every key of shard `s` (the braces are the Redis Cluster hash tag).
+    pub fn shard_prefix(&self, shard: u16) -> String {
+        format!("{}:{{{shard}}}", self.prefix)
+    }
+
+    /// `P:v1:{s}:stream`: the persistence stream of shard `s`.
+    pub fn stream(&self, shard: u16) -> String {
+        format!("{}:stream", self.shard_prefix(shard))
+    }
+
+    /// `P:v1:{s}:dead`: the dead-letter stream of shard `s`.
+    pub fn dead_letter(&self, shard: u16) -> String {
+        format!("{}:dead", self.shard_prefix(shard))
+    }
+}
+
+/// The consumer group of the persistence worker on every shard stream.
+pub const PERSIST_GROUP: &str = "persist";
+
+/// The shard of a room (or, for events without a room, a user) among `shards`: FNV-1a 64 over the 16
+/// bytes of the UUID, modulo `shards`. `shards` of 0 is treated as 1.
+pub fn shard_of(id: Uuid, shards: u16) -> u16 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut h = OFFSET;
+    for b in id.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(PRIME);
+    }
+    // The remainder is below `shards`, so it fits.
+    u16::try_from(h % u64::from(shards.max(1))).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_keys_share_a_hash_tag() {
+        let k = Keys::new("chat");
+        assert_eq!(k.stream(3), "chat:v1:{3}:stream");
+        assert_eq!(k.dead_letter(3), "chat:v1:{3}:dead");
+        assert_eq!(k.shard_prefix(12), "chat:v1:{12}");
+    }
+
+    /// Pinned values: other processes (and other languages) must compute the same shards.
+    #[test]
+    fn shard_of_is_fnv1a_64_of_the_uuid_bytes() {
+        let nil = Uuid::nil();
+        // Computed independently (Python): FNV-1a 64 of the nil UUID's bytes is 0x88201fb960ff6465, of
+        // the max UUID 0xd6607508f5a1e855, of `fixed` 0x2299cdf660aedf27.
+        let max = Uuid::max();
+        let fixed = Uuid::parse_str("0192f7a2-3c4d-7e5f-8a9b-0c1d2e3f4a5b").expect("valid");
+        let pinned: Vec<u16> = [nil, max, fixed]
+            .iter()
+            .flat_map(|u| [shard_of(*u, 8), shard_of(*u, 1024), shard_of(*u, u16::MAX)])
+            .collect();
+        assert_eq!(pinned, PINNED);
+        assert_eq!(shard_of(fixed, 1), 0);
+        assert_eq!(shard_of(fixed, 0), 0);
+    }
+
+    const PINNED: [u16; 9] = [5, 101, 27966, 5, 85, 10593, 7, 807, 12390];
 }

@@ -7,8 +7,9 @@
 
 pub mod keys;
 mod ratelimit;
+pub mod stream;
 
-pub use keys::Keys;
+pub use keys::{shard_of, Keys, PERSIST_GROUP};
 pub use ratelimit::RateDecision;
 
 use deadpool_redis::redis::{self, AsyncCommands};
