@@ -470,7 +470,7 @@ mod tests {
             decode(&encode(&env)),
             Err(DecodeError::Invalid(_))
         ));
-        let mut bad_id = serde_json::to_value(&created()).unwrap();
+        let mut bad_id = serde_json::to_value(created()).unwrap();
         bad_id["room_id"] = json!("not-a-uuid");
         assert!(matches!(
             decode(&rmp_serde::to_vec(&bad_id).unwrap()),
