@@ -90,6 +90,41 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Number of Redis stream shards (rooms are spread over them by hash).
     pub shards: u16,
+    /// The persistence worker's settings.
+    pub worker: WorkerConfig,
+}
+
+/// Settings of the persistence worker (`WORKER_*`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerConfig {
+    /// At most this many stream entries per batch (`WORKER_BATCH_SIZE`, default 1000).
+    pub batch_size: usize,
+    /// How long a batch may wait to fill up after its first entry (`WORKER_BATCH_MAX_WAIT_MS`, 20).
+    pub batch_max_wait: Duration,
+    /// Entries pending this long on another consumer are taken over (`WORKER_CLAIM_IDLE_MS`, 30000).
+    pub claim_idle: Duration,
+    /// This process's consumer name in the group, unique per replica (`WORKER_CONSUMER`, default
+    /// `<hostname>-<pid>`).
+    pub consumer: String,
+    /// How often stream lengths are sampled and streams trimmed (`WORKER_HOUSEKEEPING_MS`, 1000).
+    pub housekeeping_interval: Duration,
+    /// The longest back-off between retries while MySQL is unreachable (`WORKER_RETRY_MAX_MS`, 5000).
+    pub retry_max_backoff: Duration,
+    /// An edit or delete whose message is not in MySQL yet (another replica may still be writing it) is
+    /// retried for this long, then dead-lettered (`WORKER_MISSING_TARGET_MS`, 10000).
+    pub missing_target_timeout: Duration,
+    /// Approximate cap of each dead-letter stream (`WORKER_DEAD_LETTER_MAXLEN`, 100000).
+    pub dead_letter_maxlen: u64,
+}
+
+/// `<hostname>-<pid>`: unique per process on a host, and per pod on Kubernetes.
+fn default_consumer(get: &dyn Fn(&str) -> Option<String>) -> String {
+    let host = get("HOSTNAME")
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".to_owned());
+    format!("{host}-{}", std::process::id())
 }
 
 impl Config {
@@ -223,7 +258,60 @@ impl Config {
             trust_proxy: r.flag("TRUST_PROXY", false)?,
             log_format,
             shards: r.num("SHARDS", 8, 1, 1024)?,
+            worker: WorkerConfig {
+                batch_size: r.num("WORKER_BATCH_SIZE", 1000, 1, 10_000)?,
+                batch_max_wait: Duration::from_millis(r.num(
+                    "WORKER_BATCH_MAX_WAIT_MS",
+                    20,
+                    0,
+                    10_000,
+                )?),
+                claim_idle: Duration::from_millis(r.num(
+                    "WORKER_CLAIM_IDLE_MS",
+                    30_000,
+                    100,
+                    86_400_000,
+                )?),
+                consumer: match get("WORKER_CONSUMER") {
+                    Some(c) => c,
+                    None => default_consumer(&get),
+                },
+                housekeeping_interval: Duration::from_millis(r.num(
+                    "WORKER_HOUSEKEEPING_MS",
+                    1000,
+                    10,
+                    600_000,
+                )?),
+                retry_max_backoff: Duration::from_millis(r.num(
+                    "WORKER_RETRY_MAX_MS",
+                    5000,
+                    10,
+                    600_000,
+                )?),
+                missing_target_timeout: Duration::from_millis(r.num(
+                    "WORKER_MISSING_TARGET_MS",
+                    10_000,
+                    0,
+                    86_400_000,
+                )?),
+                dead_letter_maxlen: r.num(
+                    "WORKER_DEAD_LETTER_MAXLEN",
+                    100_000,
+                    100,
+                    100_000_000,
+                )?,
+            },
         };
+        let consumer = &cfg.worker.consumer;
+        if consumer.is_empty()
+            || consumer.len() > 128
+            || !consumer.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(invalid(
+                "WORKER_CONSUMER",
+                "must be 1 to 128 printable ASCII characters without spaces",
+            ));
+        }
         Ok(cfg)
     }
 }
@@ -327,10 +415,39 @@ mod tests {
             ("REDIS_URL", "http://x"),
             ("REDIS_PREFIX", "a b"),
             ("BIND_HOST", "nowhere"),
+            ("WORKER_BATCH_SIZE", "0"),
+            ("WORKER_BATCH_SIZE", "20000"),
+            ("WORKER_BATCH_MAX_WAIT_MS", "-1"),
+            ("WORKER_CLAIM_IDLE_MS", "5"),
+            ("WORKER_CONSUMER", "two words"),
+            ("WORKER_CONSUMER", ""),
+            ("WORKER_RETRY_MAX_MS", "0"),
         ] {
             let e = cfg(&[(k, v)]).expect_err(k);
             assert!(e.to_string().starts_with(k), "{e}");
         }
+    }
+
+    #[test]
+    fn worker_settings_have_defaults_and_can_be_set() {
+        let c = cfg(&[("HOSTNAME", "pod-7")]).expect("defaults are valid");
+        assert_eq!(c.worker.batch_size, 1000);
+        assert_eq!(c.worker.batch_max_wait, Duration::from_millis(20));
+        assert_eq!(c.worker.claim_idle, Duration::from_secs(30));
+        assert_eq!(c.worker.consumer, format!("pod-7-{}", std::process::id()));
+        let c = cfg(&[
+            ("WORKER_BATCH_SIZE", "250"),
+            ("WORKER_BATCH_MAX_WAIT_MS", "0"),
+            ("WORKER_CLAIM_IDLE_MS", "1500"),
+            ("WORKER_CONSUMER", "worker-a"),
+            ("WORKER_RETRY_MAX_MS", "200"),
+        ])
+        .expect("valid");
+        assert_eq!(c.worker.batch_size, 250);
+        assert_eq!(c.worker.batch_max_wait, Duration::ZERO);
+        assert_eq!(c.worker.claim_idle, Duration::from_millis(1500));
+        assert_eq!(c.worker.consumer, "worker-a");
+        assert_eq!(c.worker.retry_max_backoff, Duration::from_millis(200));
     }
 
     #[test]
