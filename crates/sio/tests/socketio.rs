@@ -1,0 +1,404 @@
+//! Socket.IO v5 on the wire: namespaces, the connect hook, events, acks both ways, binary
+//! attachments, recovery, fan-out, the send queue, shutdown, and malformed packets.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+use sio::{Class, DisconnectReason, Frame, SendError};
+
+async fn next_connected(t: &mut TestServer) -> Rec {
+    loop {
+        let r = t.next().await;
+        if matches!(r, Rec::Connected { .. }) {
+            return r;
+        }
+    }
+}
+
+#[tokio::test]
+async fn connect_to_main_and_custom_namespaces_with_auth() {
+    let mut t = spawn(config()).await;
+    let (mut ws, _) = ws_open(t.addr).await;
+    ws.send(r#"40{"token":"123"}"#).await;
+    let reply = ws.text().await;
+    let v: Value = serde_json::from_str(reply.strip_prefix("40").unwrap()).unwrap();
+    assert_eq!(
+        v.as_object().unwrap().len(),
+        1,
+        "only sid without recovery: {v}"
+    );
+    let Rec::Connected { nsp, id, auth, .. } = next_connected(&mut t).await else {
+        unreachable!()
+    };
+    assert_eq!(
+        (nsp.as_str(), id.as_str(), auth),
+        (
+            "/",
+            v["sid"].as_str().unwrap(),
+            Some(json!({"token":"123"}))
+        )
+    );
+
+    ws.send("40/custom,").await;
+    let reply = ws.text().await;
+    assert!(reply.starts_with("40/custom,{\"sid\":"), "{reply}");
+    let Rec::Connected { nsp, auth, .. } = next_connected(&mut t).await else {
+        unreachable!()
+    };
+    assert_eq!((nsp.as_str(), auth), ("/custom", None));
+}
+
+#[tokio::test]
+async fn unknown_namespace_and_refused_auth_get_connect_error() {
+    let t = spawn(config()).await;
+    let (mut ws, _) = ws_open(t.addr).await;
+    ws.send("40/random").await;
+    assert_eq!(
+        ws.text().await,
+        r#"44/random,{"message":"Invalid namespace"}"#
+    );
+    ws.send(r#"40{"token":"bad"}"#).await;
+    assert_eq!(
+        ws.text().await,
+        r#"44{"data":{"code":"AUTH"},"message":"unauthorized"}"#
+    );
+    // The connection survives a refusal: the client may try again.
+    ws.send(r#"40{"token":"good"}"#).await;
+    assert!(ws.text().await.starts_with("40{"));
+}
+
+#[tokio::test]
+async fn events_reach_the_handler_in_order() {
+    let mut t = spawn(config()).await;
+    let (mut ws, _) = ws_connected(t.addr, r#"{"token":"slow"}"#).await;
+    for i in 0..50 {
+        ws.send(&format!(r#"42["n",{i}]"#)).await;
+    }
+    next_connected(&mut t).await;
+    for i in 0..50 {
+        let Rec::Event { name, args, .. } = t.next().await else {
+            panic!()
+        };
+        assert_eq!((name.as_str(), args), ("n", vec![json!(i)]));
+    }
+}
+
+#[tokio::test]
+async fn client_to_server_acks_plain_and_binary() {
+    let t = spawn(config()).await;
+    let (mut ws, _) = ws_connected(t.addr, "").await;
+    ws.send(r#"42456["ack",1,"2",{"3":[false]}]"#).await;
+    assert_eq!(ws.text().await, r#"43456[1,"2",{"3":[false]}]"#);
+    ws.send(r#"452-789["ack",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#)
+        .await;
+    ws.send_binary(&[1, 2, 3]).await;
+    ws.send_binary(&[4, 5, 6]).await;
+    assert_eq!(
+        ws.text().await,
+        r#"462-789[{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#
+    );
+    assert_eq!(ws.recv().await, Got::Binary(vec![1, 2, 3]));
+    assert_eq!(ws.recv().await, Got::Binary(vec![4, 5, 6]));
+}
+
+#[tokio::test]
+async fn binary_events_round_trip() {
+    let mut t = spawn(config()).await;
+    let (mut ws, _) = ws_connected(t.addr, "").await;
+    ws.send(r#"451-["echo",{"file":{"_placeholder":true,"num":0}}]"#)
+        .await;
+    ws.send_binary(b"\x00\xffdata").await;
+    assert_eq!(
+        ws.text().await,
+        r#"451-["echo",{"file":{"_placeholder":true,"num":0}}]"#
+    );
+    assert_eq!(ws.recv().await, Got::Binary(b"\x00\xffdata".to_vec()));
+    next_connected(&mut t).await;
+    let Rec::Event { binary, .. } = t.next().await else {
+        panic!()
+    };
+    assert_eq!(binary, vec![bytes::Bytes::from_static(b"\x00\xffdata")]);
+}
+
+#[tokio::test]
+async fn server_to_client_ack_resolves_and_the_connection_keeps_reading_meanwhile() {
+    let mut t = spawn(config()).await;
+    let (mut ws, _) = ws_connected(t.addr, "").await;
+    ws.send(r#"42["ask"]"#).await;
+    let q = ws.text().await;
+    assert!(
+        q.starts_with("42") && q.ends_with(r#"["question",1,"two"]"#),
+        "{q}"
+    );
+    let id: u64 = q[2..q.find('[').unwrap()].parse().unwrap();
+    // While the handler awaits the ack, the connection still serves other packets.
+    ws.send(r#"4277["ack","meanwhile"]"#).await;
+    ws.send(&format!(r#"43{id}["yes",{{"n":3}}]"#)).await;
+    loop {
+        if let Rec::Answer(a) = t.next().await {
+            assert_eq!(a, Ok(vec![json!("yes"), json!({"n":3})]));
+            break;
+        }
+    }
+    assert_eq!(ws.text().await, r#"4377["meanwhile"]"#);
+}
+
+#[tokio::test(start_paused = true)]
+async fn server_to_client_ack_times_out() {
+    let mut t = spawn(config()).await;
+    let (mut ws, _) = ws_connected(t.addr, "").await;
+    ws.send(r#"42["ask"]"#).await;
+    let _question = ws.text().await;
+    loop {
+        if let Rec::Answer(a) = t.next().await {
+            assert_eq!(a, Err("no ack within the timeout".to_owned()));
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn acks_for_unknown_ids_are_ignored() {
+    let t = spawn(config()).await;
+    let (mut ws, _) = ws_connected(t.addr, "").await;
+    ws.send(r#"435["late"]"#).await;
+    ws.send(r#"421["ack","still here"]"#).await;
+    assert_eq!(ws.text().await, r#"431["still here"]"#);
+}
+
+#[tokio::test]
+async fn client_and_server_namespace_disconnects() {
+    let mut t = spawn(config()).await;
+    let (mut ws, _) = ws_connected(t.addr, "").await;
+    ws.send("40/custom,").await;
+    assert!(ws.text().await.starts_with("40/custom,"));
+    ws.send("41/custom,").await;
+    ws.send(r#"42/custom,["echo","ignored: left the namespace"]"#)
+        .await;
+    ws.send(r#"42["echo","main"]"#).await;
+    assert_eq!(ws.text().await, r#"42["echo","main"]"#);
+    let mut saw = None;
+    while saw.is_none() {
+        if let Rec::Disconnected { nsp, reason } = t.next().await {
+            saw = Some((nsp, reason));
+        }
+    }
+    assert_eq!(
+        saw,
+        Some((
+            "/custom".to_owned(),
+            DisconnectReason::ClientNamespaceDisconnect
+        ))
+    );
+    ws.send(r#"42["kick"]"#).await;
+    assert_eq!(ws.text().await, "41");
+    loop {
+        if let Rec::Disconnected { nsp, reason } = t.next().await {
+            assert_eq!(
+                (nsp.as_str(), reason),
+                ("/", DisconnectReason::ServerNamespaceDisconnect)
+            );
+            break;
+        }
+    }
+    // The connection stays open for a new CONNECT.
+    ws.send("40").await;
+    assert!(ws.text().await.starts_with("40{"));
+}
+
+#[tokio::test]
+async fn malformed_socketio_packets_close_the_connection() {
+    let t = spawn(config()).await;
+    let bad: &[&str] = &[
+        "4abc",                                         // unknown packet type
+        "49",                                           // unknown packet type
+        "42{}",                                         // payload of the wrong shape
+        "42[",                                          // invalid JSON
+        r#"42["connect"]"#,                             // reserved event name
+        r#"42abc["x"]"#,                                // invalid ack id
+        r#"429007199254740992["x"]"#,                   // ack id over 2^53 - 1
+        r#"4212345678901234567890123["x"]"#,            // huge ack id
+        r#"451-["x",{"_placeholder":true,"num":1}]"#,   // placeholder out of range
+        r#"451-["x",{"_placeholder":true}]"#,           // placeholder without num
+        r#"45-["x"]"#,                                  // missing attachment count
+        r#"44{"message":"clients may not send this"}"#, // CONNECT_ERROR from a client
+        "4",                                            // empty Socket.IO packet
+    ];
+    for b in bad {
+        let (mut ws, _) = ws_connected(t.addr, "").await;
+        ws.send(b).await;
+        ws.closed().await;
+    }
+    t.assert_no_sessions().await;
+}
+
+#[tokio::test]
+async fn binary_where_text_is_expected_and_the_reverse_close_the_connection() {
+    let t = spawn(config()).await;
+    let (mut ws, _) = ws_connected(t.addr, "").await;
+    ws.send_binary(&[1, 2, 3]).await;
+    ws.closed().await;
+
+    let (mut ws, _) = ws_connected(t.addr, "").await;
+    ws.send(r#"452-["echo",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#)
+        .await;
+    ws.send_binary(&[1]).await;
+    ws.send(r#"42["echo","too early"]"#).await;
+    ws.closed().await;
+    t.assert_no_sessions().await;
+}
+
+#[tokio::test]
+async fn connection_state_recovery_restores_the_sid_and_replays() {
+    let mut t = spawn_with(config(), true).await;
+    let (mut ws, _) = ws_open(t.addr).await;
+    ws.send("40").await;
+    let reply = ws.text().await;
+    let v: Value = serde_json::from_str(reply.strip_prefix("40").unwrap()).unwrap();
+    let (sid, pid) = (
+        v["sid"].as_str().unwrap().to_owned(),
+        v["pid"].as_str().unwrap().to_owned(),
+    );
+    next_connected(&mut t).await;
+    // The transport dies (not a namespace disconnect): the session goes to the store.
+    drop(ws);
+    loop {
+        if let Rec::Disconnected { reason, .. } = t.next().await {
+            // Dropped without a closing handshake: a transport error, which is recoverable.
+            assert!(reason.is_recoverable(), "{reason:?}");
+            break;
+        }
+    }
+    assert_eq!(t.store.len(), 1);
+
+    let (mut ws, _) = ws_open(t.addr).await;
+    ws.send(&format!(
+        r#"40{{"pid":"{pid}","offset":"o-5","token":"x"}}"#
+    ))
+    .await;
+    let reply = ws.text().await;
+    let v: Value = serde_json::from_str(reply.strip_prefix("40").unwrap()).unwrap();
+    assert_eq!(
+        (v["sid"].as_str().unwrap(), v["pid"].as_str().unwrap()),
+        (sid.as_str(), pid.as_str())
+    );
+    assert_eq!(
+        ws.text().await,
+        format!(r#"42["replayed","o-5",{{"was":"{sid}"}},"o-9"]"#)
+    );
+    let Rec::Connected { id, recovered, .. } = next_connected(&mut t).await else {
+        unreachable!()
+    };
+    assert_eq!((id, recovered), (sid, Some("o-5".to_owned())));
+    assert!(t.store.is_empty());
+
+    // A second use of the same pid finds nothing: a fresh session.
+    drop(ws);
+    let (mut ws, _) = ws_open(t.addr).await;
+    ws.send(r#"40{"pid":"AAAAAAAAAAAAAAAAAAAA","offset":"o-5"}"#)
+        .await;
+    let v: Value = serde_json::from_str(ws.text().await.strip_prefix("40").unwrap()).unwrap();
+    assert_ne!(v["pid"].as_str().unwrap(), pid);
+}
+
+#[tokio::test]
+async fn one_frame_fans_out_to_many_sockets_unchanged() {
+    let mut t = spawn(config()).await;
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        clients.push(ws_connected(t.addr, "").await.0);
+    }
+    for _ in 0..20 {
+        next_connected(&mut t).await;
+    }
+    let frame =
+        Frame::event_with_offset("/", "receive_message", &(json!({"seq": 1}),), "1").unwrap();
+    let sockets = t.sockets.lock().unwrap().clone();
+    for s in &sockets {
+        s.send(&frame, Class::Durable).unwrap();
+    }
+    for c in &mut clients {
+        assert_eq!(c.text().await, r#"42["receive_message",{"seq":1},"1"]"#);
+    }
+}
+
+#[tokio::test]
+async fn send_queue_sheds_volatile_first_and_disconnects_on_durable_overflow() {
+    // Polling: nothing drains the queue until the client polls.
+    let mut t = spawn(sio::Config {
+        queue_capacity: 8,
+        ..config()
+    })
+    .await;
+    let (sid, _) = polling_open(t.addr).await;
+    post(t.addr, &sid, "40").await;
+    next_connected(&mut t).await;
+    let s = t.sockets.lock().unwrap()[0].clone();
+    let durable = Frame::event("/", "d", &()).unwrap();
+    let volatile = Frame::event("/", "v", &()).unwrap();
+    // The queue holds the CONNECT reply (1) + 5 volatile; volatile stops at 3/4 of 8.
+    for _ in 0..5 {
+        s.send(&volatile, Class::Volatile).unwrap();
+    }
+    assert_eq!(s.send(&volatile, Class::Volatile), Err(SendError::Dropped));
+    // Durable frames evict volatile ones when full...
+    for _ in 0..7 {
+        s.send(&durable, Class::Durable).unwrap();
+    }
+    // ...until none is left: then the connection is closed.
+    assert_eq!(s.send(&durable, Class::Durable), Err(SendError::Overflow));
+    assert_eq!(s.send(&durable, Class::Durable), Err(SendError::Closed));
+    loop {
+        if let Rec::Disconnected { reason, .. } = t.next().await {
+            assert_eq!(reason, DisconnectReason::QueueOverflow);
+            break;
+        }
+    }
+    let r = poll(t.addr, &sid).await;
+    assert_eq!(r.status, 400);
+}
+
+#[tokio::test]
+async fn graceful_shutdown_tells_clients_whether_to_come_back() {
+    let t = spawn(config()).await;
+    let (mut ws, _) = ws_connected(t.addr, "").await;
+    t.server.shutdown(false, Duration::from_secs(5)).await;
+    assert_eq!(ws.text().await, "41");
+    ws.closed().await;
+    assert_eq!(t.server.session_count(), 0);
+    // New sessions are refused (the listener is closed, or answers 503 while draining).
+    assert!(ws_raw(t.addr, "EIO=4&transport=websocket").await.is_err());
+
+    let t = spawn(config()).await;
+    let (mut ws, _) = ws_connected(t.addr, "").await;
+    t.server.shutdown(true, Duration::from_secs(5)).await;
+    ws.closed().await;
+}
+
+#[tokio::test]
+async fn polling_session_does_socketio_end_to_end() {
+    let t = spawn(config()).await;
+    let (sid, _) = polling_open(t.addr).await;
+    post(t.addr, &sid, "40/custom,{\"token\":\"t\"}").await;
+    let r = poll(t.addr, &sid).await;
+    assert!(r.body.starts_with("40/custom,{\"sid\":"), "{r:?}");
+    post(
+        t.addr,
+        &sid,
+        "42/custom,3[\"ack\",\"a\"]\x1e42/custom,[\"echo\",\"b\"]",
+    )
+    .await;
+    let mut got = String::new();
+    while !got.contains("echo") {
+        got.push_str(&poll(t.addr, &sid).await.body);
+        got.push('\x1e');
+    }
+    assert_eq!(
+        got.trim_end_matches('\x1e'),
+        "43/custom,3[\"a\"]\x1e42/custom,[\"echo\",\"b\"]"
+    );
+}
