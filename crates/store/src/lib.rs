@@ -5,6 +5,7 @@
 //! statements run on MySQL 8. Times are UTC (`DATETIME(3)`, the session time zone is `+00:00`), ids are
 //! UUIDv7 in `BINARY(16)`.
 
+pub mod batch;
 mod error;
 pub mod messages;
 pub mod models;

@@ -1,0 +1,292 @@
+//! The persistence worker's batch writes: everything one batch of stream entries changes, applied with
+//! one multi-row statement per kind of change, in one transaction.
+//!
+//! Every statement is idempotent and order-insensitive where it can be, so replaying a batch (after a
+//! crash between commit and `XACK`) or applying two replicas' batches in either order is harmless:
+//!
+//! - new messages: `INSERT … ON DUPLICATE KEY UPDATE`; the same message again (same id) changes nothing.
+//!   A *different* message that collides on `(room_id, seq)` or `(room_id, sender_id, client_msg_id)`
+//!   makes the statement fail (it sets the NOT NULL `seq` to NULL, which strict mode refuses — the
+//!   transaction turns strict mode on), so the worker can isolate and dead-letter it instead of losing
+//!   it silently. (`INSERT IGNORE` would also silently drop rows that break a foreign key.)
+//! - edits: applied only to a message not deleted and not already edited later (`edited_at`);
+//! - deletes: content cleared, the first `deleted_at` kept;
+//! - cursors and `last_seen`: `GREATEST`, never backwards.
+//!
+//! The caller collapses several changes to one row into one (last edit, first delete, highest cursor) and
+//! orders them as the stream does; see `services/worker`.
+
+use crate::messages::NewMessage;
+use crate::{Store, StoreError, StoreResult};
+use chrono::{DateTime, Utc};
+use sqlx::{MySql, QueryBuilder};
+use std::collections::HashSet;
+use uuid::Uuid;
+
+/// New content for a message.
+#[derive(Debug, Clone)]
+pub struct Edit {
+    pub id: Uuid,
+    pub room_id: Uuid,
+    pub content: String,
+    pub edited_at: DateTime<Utc>,
+}
+
+/// A soft delete.
+#[derive(Debug, Clone)]
+pub struct Delete {
+    pub id: Uuid,
+    pub room_id: Uuid,
+    pub deleted_at: DateTime<Utc>,
+}
+
+/// A member's cursors; 0 leaves a cursor as it is. A read cursor moves the delivered one too.
+#[derive(Debug, Clone)]
+pub struct CursorUpdate {
+    pub room_id: Uuid,
+    pub user_id: Uuid,
+    pub read_seq: i64,
+    pub delivered_seq: i64,
+}
+
+/// Everything one batch changes.
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    pub messages: Vec<NewMessage>,
+    pub edits: Vec<Edit>,
+    pub deletes: Vec<Delete>,
+    pub cursors: Vec<CursorUpdate>,
+    /// (user, seen at)
+    pub last_seen: Vec<(Uuid, DateTime<Utc>)>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+            && self.edits.is_empty()
+            && self.deletes.is_empty()
+            && self.cursors.is_empty()
+            && self.last_seen.is_empty()
+    }
+}
+
+/// What a committed batch did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchOutcome {
+    /// Rows the statements touched (as MySQL counts them).
+    pub rows: u64,
+    /// Messages that edits or deletes of the batch named but that do not exist (in that room): their
+    /// changes did nothing.
+    pub missing_targets: HashSet<Uuid>,
+}
+
+/// Rows per statement: well under the 65,535 placeholders MySQL allows.
+const CHUNK: usize = 2_000;
+
+impl Store {
+    /// Applies a batch in one transaction: messages, then edits, then deletes, then cursors, then
+    /// `last_seen`.
+    ///
+    /// # Errors
+    /// Database errors; nothing of the batch is applied then. [`is_retryable`] tells a connectivity
+    /// problem (retry the same batch later) from a batch that can never succeed (isolate the culprit).
+    pub async fn apply_batch(&self, b: &Batch) -> StoreResult<BatchOutcome> {
+        let mut out = BatchOutcome::default();
+        if b.is_empty() {
+            return Ok(out);
+        }
+        let mut tx = self.pool.begin().await?;
+        // The conflict detection below relies on strict mode; servers default to it, make sure.
+        sqlx::query("SET SESSION sql_mode = CONCAT(@@SESSION.sql_mode, ',STRICT_ALL_TABLES')")
+            .execute(&mut *tx)
+            .await?;
+
+        for chunk in b.messages.chunks(CHUNK) {
+            let mut qb = QueryBuilder::<MySql>::new(
+                "INSERT INTO messages (id, room_id, seq, sender_id, type, content, client_msg_id, created_at) ",
+            );
+            qb.push_values(chunk, |mut r, m| {
+                r.push_bind(m.id)
+                    .push_bind(m.room_id)
+                    .push_bind(m.seq)
+                    .push_bind(m.sender_id)
+                    .push_bind(&m.kind)
+                    .push_bind(&m.content)
+                    .push_bind(&m.client_msg_id)
+                    .push_bind(m.created_at);
+            });
+            // Same id: a replay, nothing changes. Another id in the same slot: fail loudly (NULL into a
+            // NOT NULL column under strict mode).
+            qb.push(" ON DUPLICATE KEY UPDATE seq = IF(id = VALUES(id), seq, NULL)");
+            out.rows += qb.build().execute(&mut *tx).await?.rows_affected();
+        }
+
+        for chunk in b.edits.chunks(CHUNK) {
+            let mut qb = QueryBuilder::<MySql>::new("UPDATE messages m JOIN (");
+            for (i, e) in chunk.iter().enumerate() {
+                if i > 0 {
+                    qb.push(" UNION ALL ");
+                }
+                qb.push("SELECT ")
+                    .push_bind(e.id)
+                    .push(" AS id, ")
+                    .push_bind(e.room_id)
+                    .push(" AS room_id, ")
+                    .push_bind(&e.content)
+                    .push(" AS content, ")
+                    .push_bind(e.edited_at)
+                    .push(" AS at");
+            }
+            qb.push(
+                ") e ON m.id = e.id AND m.room_id = e.room_id \
+                 SET m.content = e.content, m.edited_at = e.at \
+                 WHERE m.deleted_at IS NULL AND (m.edited_at IS NULL OR m.edited_at <= e.at)",
+            );
+            out.rows += qb.build().execute(&mut *tx).await?.rows_affected();
+        }
+
+        for chunk in b.deletes.chunks(CHUNK) {
+            let mut qb = QueryBuilder::<MySql>::new("UPDATE messages m JOIN (");
+            for (i, d) in chunk.iter().enumerate() {
+                if i > 0 {
+                    qb.push(" UNION ALL ");
+                }
+                qb.push("SELECT ")
+                    .push_bind(d.id)
+                    .push(" AS id, ")
+                    .push_bind(d.room_id)
+                    .push(" AS room_id, ")
+                    .push_bind(d.deleted_at)
+                    .push(" AS at");
+            }
+            qb.push(
+                ") d ON m.id = d.id AND m.room_id = d.room_id \
+                 SET m.content = NULL, m.deleted_at = COALESCE(m.deleted_at, d.at)",
+            );
+            out.rows += qb.build().execute(&mut *tx).await?.rows_affected();
+        }
+
+        let targets: Vec<(Uuid, Uuid)> = b
+            .edits
+            .iter()
+            .map(|e| (e.id, e.room_id))
+            .chain(b.deletes.iter().map(|d| (d.id, d.room_id)))
+            .collect();
+        for chunk in targets.chunks(CHUNK) {
+            let mut qb =
+                QueryBuilder::<MySql>::new("SELECT id, room_id FROM messages WHERE id IN (");
+            let mut ids = qb.separated(", ");
+            for (id, _) in chunk {
+                ids.push_bind(*id);
+            }
+            qb.push(")");
+            let found: HashSet<(Uuid, Uuid)> = qb
+                .build_query_as::<(Uuid, Uuid)>()
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .collect();
+            out.missing_targets.extend(
+                chunk
+                    .iter()
+                    .filter(|t| !found.contains(t))
+                    .map(|(id, _)| *id),
+            );
+        }
+
+        for chunk in b.cursors.chunks(CHUNK) {
+            let mut qb = QueryBuilder::<MySql>::new("UPDATE room_members m JOIN (");
+            for (i, c) in chunk.iter().enumerate() {
+                if i > 0 {
+                    qb.push(" UNION ALL ");
+                }
+                qb.push("SELECT ")
+                    .push_bind(c.room_id)
+                    .push(" AS room_id, ")
+                    .push_bind(c.user_id)
+                    .push(" AS user_id, ")
+                    .push_bind(c.read_seq)
+                    .push(" AS r, ")
+                    .push_bind(c.delivered_seq)
+                    .push(" AS d");
+            }
+            qb.push(
+                ") c ON m.room_id = c.room_id AND m.user_id = c.user_id \
+                 SET m.read_seq = GREATEST(m.read_seq, c.r), \
+                 m.delivered_seq = GREATEST(m.delivered_seq, c.d, c.r)",
+            );
+            out.rows += qb.build().execute(&mut *tx).await?.rows_affected();
+        }
+
+        for chunk in b.last_seen.chunks(CHUNK) {
+            let mut qb = QueryBuilder::<MySql>::new("UPDATE users u JOIN (");
+            for (i, (user, at)) in chunk.iter().enumerate() {
+                if i > 0 {
+                    qb.push(" UNION ALL ");
+                }
+                qb.push("SELECT ")
+                    .push_bind(*user)
+                    .push(" AS id, ")
+                    .push_bind(*at)
+                    .push(" AS at");
+            }
+            qb.push(
+                ") s ON u.id = s.id SET u.last_seen = GREATEST(COALESCE(u.last_seen, s.at), s.at)",
+            );
+            out.rows += qb.build().execute(&mut *tx).await?.rows_affected();
+        }
+
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// The naive path the benchmark compares against: one autocommitted `INSERT` per message.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn insert_message_naive(&self, m: &NewMessage) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO messages (id, room_id, seq, sender_id, type, content, client_msg_id, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(m.id)
+        .bind(m.room_id)
+        .bind(m.seq)
+        .bind(m.sender_id)
+        .bind(&m.kind)
+        .bind(&m.content)
+        .bind(&m.client_msg_id)
+        .bind(m.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
+/// Whether a failed batch is worth retrying as it is: the server is unreachable or busy (connection
+/// errors, pool timeouts, deadlocks, lock waits, too many connections, read-only during a fail-over).
+/// Anything else (a broken foreign key, a conflicting message, data too long) will fail again, so the
+/// caller isolates the entry that causes it.
+pub fn is_retryable(e: &StoreError) -> bool {
+    if e.is_transient() {
+        return true;
+    }
+    match e {
+        StoreError::Database(err) => match err {
+            sqlx::Error::Protocol(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolClosed => true,
+            sqlx::Error::Database(db) => {
+                let number = db
+                    .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+                    .map(|m| m.number());
+                matches!(
+                    number,
+                    // lock wait timeout, deadlock, too many connections, server shutdown,
+                    // read-only (MySQL / MariaDB), query interrupted
+                    Some(1205 | 1213 | 1040 | 1053 | 1290 | 1836 | 1317 | 1927)
+                )
+            }
+            _ => false,
+        },
+        _ => false,
+    }
+}
