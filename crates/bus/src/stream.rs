@@ -224,8 +224,21 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
     Ok(env)
 }
 
+/// The latest time MySQL's `DATETIME` holds, 9999-12-31 23:59:59.999, in ms since the epoch.
+const MAX_TIME_MS: i64 = 253_402_300_799_999;
+
 fn validate(event: &Event) -> Result<(), DecodeError> {
     let invalid = |s: &str| Err(DecodeError::Invalid(s.to_owned()));
+    let at = match event {
+        Event::MessageCreated(m) => m.created_at,
+        Event::MessageEdited(m) => m.edited_at,
+        Event::MessageDeleted(m) => m.deleted_at,
+        Event::ReadCursor(c) | Event::DeliveredCursor(c) => c.at,
+        Event::LastSeen(l) => l.at,
+    };
+    if !(0..=MAX_TIME_MS).contains(&at) {
+        return invalid("time out of range");
+    }
     match event {
         Event::MessageCreated(m) => {
             if !matches!(m.kind.as_str(), "text" | "image" | "file") {
