@@ -5,8 +5,12 @@
 //!
 //! | key | type | what for |
 //! |---|---|---|
-//! | `P:v1:rl:<scope>:<id>` | sorted set | sliding-window rate limits: one member per hit, scored by time (ms); scopes `api:user`, `api:ip`, `login:acct`, `login:ip` |
-//! | `P:v1:revoked:jti:<jti>` | string, TTL | an access token revoked by logout, kept until the token would expire |
+//! | `P:v1:rl:<scope>:<id>` | sorted set | sliding-window rate limits: one member per hit, scored by time (ms); scopes `api:ip`, `login:acct`, `login:ip` |
+//! | `P:v1:{u:<user>}:rl:api` | sorted set | the REST rate limit of a signed-in user (same format) |
+//! | `P:v1:{u:<user>}:revoked:<jti>` | string, TTL | an access token revoked by logout, kept until the token would expire |
+//!
+//! The user's REST rate limit and revoked tokens share the hash tag `{u:<user>}`, so one script checks both
+//! in a single round trip (and stays legal on Redis Cluster).
 //! | `P:v1:presence:user:<user>` | sorted set | the user's live connections (any gateway), scored by heartbeat expiry (ms) |
 //! | `P:v1:{s}:stream` | stream | shard `s`'s persistence stream: one msgpack envelope per entry in field `e` (see [`crate::stream`]); consumer group `persist` ([`PERSIST_GROUP`]); trimmed only by the worker, below what every group has acknowledged |
 //! | `P:v1:{s}:dead` | stream | shard `s`'s dead letters: entries the worker could not decode or store, with fields `e` (the original bytes), `reason`, `id` (the original entry id), `consumer`; capped at about 100,000 entries |
@@ -41,8 +45,13 @@ impl Keys {
         format!("{}:rl:{scope}:{id}", self.prefix)
     }
 
-    pub fn revoked_jti(&self, jti: Uuid) -> String {
-        format!("{}:revoked:jti:{jti}", self.prefix)
+    pub fn revoked_jti(&self, user: Uuid, jti: Uuid) -> String {
+        format!("{}:{{u:{user}}}:revoked:{jti}", self.prefix)
+    }
+
+    /// The REST rate-limit window of a signed-in user.
+    pub fn api_user_rate(&self, user: Uuid) -> String {
+        format!("{}:{{u:{user}}}:rl:api", self.prefix)
     }
 
     pub fn presence_user(&self, user: Uuid) -> String {

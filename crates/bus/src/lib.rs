@@ -100,10 +100,12 @@ impl Bus {
     ///
     /// # Errors
     /// Redis failures.
-    pub async fn revoke_jti(&self, jti: Uuid, ttl: Duration) -> BusResult<()> {
+    pub async fn revoke_jti(&self, user: Uuid, jti: Uuid, ttl: Duration) -> BusResult<()> {
         let secs = ttl.as_secs().max(1);
         let mut c = self.conn().await?;
-        let _: () = c.set_ex(self.keys.revoked_jti(jti), 1u8, secs).await?;
+        let _: () = c
+            .set_ex(self.keys.revoked_jti(user, jti), 1u8, secs)
+            .await?;
         Ok(())
     }
 
@@ -111,9 +113,9 @@ impl Bus {
     ///
     /// # Errors
     /// Redis failures.
-    pub async fn is_jti_revoked(&self, jti: Uuid) -> BusResult<bool> {
+    pub async fn is_jti_revoked(&self, user: Uuid, jti: Uuid) -> BusResult<bool> {
         let mut c = self.conn().await?;
-        Ok(c.exists(self.keys.revoked_jti(jti)).await?)
+        Ok(c.exists(self.keys.revoked_jti(user, jti)).await?)
     }
 
     /// Whether `user` has at least one live connection on any gateway (the presence set of the user holds

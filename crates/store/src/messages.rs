@@ -1,5 +1,10 @@
 //! The `messages` table: history pages by `seq` cursor, and idempotent multi-row inserts.
 //!
+//! The history queries name their index: without `FORCE INDEX`, MariaDB 10.11 estimates a deep page
+//! (`seq < X` in the middle of a 1M-message room) as half the table and picks a `ref` scan on `room_id`
+//! alone, walking down from the newest row — 1.2 s instead of well under a millisecond
+//! (see docs/BENCHMARKS.md).
+//!
 //! History is always returned in ascending `seq` order whatever the direction of the page, so a caller
 //! can merge it with messages that are accepted but not yet persisted (the Redis recent log) by `seq`.
 
@@ -54,7 +59,8 @@ impl Store {
             (Some(after), before) => {
                 sqlx::query_as(
                     "SELECT id, room_id, seq, sender_id, type, content, client_msg_id, created_at, edited_at, \
-                     deleted_at FROM messages WHERE room_id = ? AND seq > ? AND seq < ? ORDER BY seq ASC LIMIT ?",
+                     deleted_at FROM messages FORCE INDEX (uq_messages_room_seq) WHERE room_id = ? AND seq > ? AND seq < ? \
+                     ORDER BY seq ASC LIMIT ?",
                 )
                 .bind(room)
                 .bind(after)
@@ -66,7 +72,8 @@ impl Store {
             (None, before) => {
                 sqlx::query_as(
                     "SELECT id, room_id, seq, sender_id, type, content, client_msg_id, created_at, edited_at, \
-                     deleted_at FROM messages WHERE room_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
+                     deleted_at FROM messages FORCE INDEX (uq_messages_room_seq) WHERE room_id = ? AND seq < ? \
+                     ORDER BY seq DESC LIMIT ?",
                 )
                 .bind(room)
                 .bind(before.unwrap_or(i64::MAX))

@@ -267,6 +267,26 @@ impl Store {
         Ok(())
     }
 
+    /// Whether `room` exists, is private, and `user`'s role in it — one query, for hot paths that only
+    /// need to authorise (history reads). `None` when the room does not exist.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn room_access(
+        &self,
+        room: Uuid,
+        user: Uuid,
+    ) -> StoreResult<Option<(bool, Option<String>)>> {
+        Ok(sqlx::query_as(
+            "SELECT r.is_private, m.role FROM rooms r \
+             LEFT JOIN room_members m ON m.room_id = r.id AND m.user_id = ? WHERE r.id = ?",
+        )
+        .bind(user)
+        .bind(room)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
     /// `user`'s membership of `room`, if any.
     ///
     /// # Errors

@@ -16,7 +16,11 @@ use uuid::Uuid;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let n: i64 = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(1_000_000);
+    let n: i64 = std::env::args()
+        .nth(1)
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(1_000_000);
     let config = Config::from_env()?;
     let store = Store::connect(config.database_url.expose(), 4).await?;
     store.migrate().await?;
@@ -29,7 +33,10 @@ async fn main() -> anyhow::Result<()> {
         assert!(hasher.verify("bench-password", Some(&hash)));
     }
     let per = t.elapsed() / rounds;
-    eprintln!("argon2id verify (m=19456 KiB, t=2, p=1): {:.1} ms per login", per.as_secs_f64() * 1e3);
+    eprintln!(
+        "argon2id verify (m=19456 KiB, t=2, p=1): {:.1} ms per login",
+        per.as_secs_f64() * 1e3
+    );
 
     let tag = &Uuid::new_v4().simple().to_string()[..8];
     let user = store
@@ -62,7 +69,9 @@ async fn main() -> anyhow::Result<()> {
                 seq: s,
                 sender_id: user.id,
                 kind: "text".into(),
-                content: format!("benchmark message number {s} with a little text to make it realistic"),
+                content: format!(
+                    "benchmark message number {s} with a little text to make it realistic"
+                ),
                 client_msg_id: None,
                 created_at: start + chrono::Duration::milliseconds(s),
             })
@@ -71,7 +80,10 @@ async fn main() -> anyhow::Result<()> {
         seq = end + 1;
     }
     eprintln!("seeded {n} messages in {:.1} s", t.elapsed().as_secs_f64());
-    let keys = TokenKeys::new(config.jwt_secret.expose().as_bytes(), Duration::from_secs(86_400));
+    let keys = TokenKeys::new(
+        config.jwt_secret.expose().as_bytes(),
+        Duration::from_secs(86_400),
+    );
     let (token, _) = keys.issue(user.id, chrono::Utc::now())?;
     println!("ROOM={}", room.id);
     println!("TOKEN={token}");

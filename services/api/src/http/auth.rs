@@ -242,7 +242,7 @@ async fn logout(
     OptionalJson(req): OptionalJson<RefreshRequest>,
 ) -> Result<StatusCode> {
     let ttl = std::time::Duration::from_secs(user.claims.remaining_secs(Utc::now()) + 5);
-    st.bus.revoke_jti(user.claims.jti, ttl).await?;
+    st.bus.revoke_jti(user.id, user.claims.jti, ttl).await?;
     if let Some(token) = req.refresh_token.filter(|t| !t.is_empty()) {
         match st
             .store

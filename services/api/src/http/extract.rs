@@ -135,15 +135,19 @@ impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        // The rate-limit middleware has usually verified the token and checked revocation already.
         if let Some(user) = parts.extensions.get::<AuthUser>() {
             return Ok(user.clone());
+        }
+        if parts.extensions.get::<RevokedToken>().is_some() {
+            return Err(ApiError::Unauthorized("token revoked"));
         }
         let token = bearer(&parts.headers).ok_or(ApiError::Unauthorized("missing bearer token"))?;
         let claims = state.tokens.verify(token).map_err(|e| match e {
             AuthError::Expired => ApiError::Unauthorized("token expired"),
             _ => ApiError::Unauthorized("invalid token"),
         })?;
-        if state.bus.is_jti_revoked(claims.jti).await? {
+        if state.bus.is_jti_revoked(claims.sub, claims.jti).await? {
             return Err(ApiError::Unauthorized("token revoked"));
         }
         let user = AuthUser {
@@ -154,6 +158,10 @@ impl FromRequestParts<AppState> for AuthUser {
         Ok(user)
     }
 }
+
+/// Set by the rate-limit middleware when the request's token has been revoked.
+#[derive(Debug, Clone, Copy)]
+pub struct RevokedToken;
 
 /// The client's address: the peer address, or the first `X-Forwarded-For` hop when `TRUST_PROXY` is on.
 pub fn client_ip(

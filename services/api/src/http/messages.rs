@@ -6,7 +6,7 @@
 
 use super::error::{ApiError, ErrorBody, Result};
 use super::extract::{parse_id, AuthUser, Query};
-use super::rooms::require_member;
+use super::rooms::authorize_member;
 use crate::state::AppState;
 use axum::extract::{Path, State};
 use chat_domain::FieldErrors;
@@ -70,7 +70,7 @@ async fn history(
         errs.add("after", "must not be negative");
     }
     errs.into_result().map_err(ApiError::Validation)?;
-    require_member(&st, id, user.id).await?;
+    authorize_member(&st, id, user.id).await?;
     let page = st
         .store
         .history(

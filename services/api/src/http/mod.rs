@@ -150,32 +150,47 @@ async fn docs_page() -> impl IntoResponse {
 }
 
 /// 100 requests per minute per user (per client address when anonymous), counted in Redis so every API
-/// replica shares the budget. If Redis is down the request goes through (logged): availability first.
-async fn rate_limit(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    let key = match bearer(req.headers()).and_then(|t| st.tokens.verify(t).ok()) {
-        Some(claims) => st
+/// replica shares the budget. For a signed-in request the same round trip checks whether the token was
+/// revoked, and the verified caller is handed to the [`extract::AuthUser`] extractor. If Redis is down the
+/// request goes through (logged): availability first; authentication then fails closed.
+async fn rate_limit(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
+    let limit = st.config.api_rate_limit_per_minute;
+    let window = Duration::from_secs(60);
+    let claims = bearer(req.headers()).and_then(|t| st.tokens.verify(t).ok());
+    let checked = match &claims {
+        Some(c) => st
             .bus
-            .keys()
-            .rate_limit("api:user", &claims.sub.to_string()),
+            .api_gate(c.sub, c.jti, limit, window)
+            .await
+            .map(|(d, revoked)| (d, revoked)),
         None => {
             let peer = req
                 .extensions()
                 .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
             let ip = client_ip(req.headers(), peer, st.config.trust_proxy);
-            st.bus.keys().rate_limit("api:ip", &ip.to_string())
+            let key = st.bus.keys().rate_limit("api:ip", &ip.to_string());
+            st.bus
+                .hit_rate_limit(&key, limit, window)
+                .await
+                .map(|d| (d, false))
         }
     };
-    let limit = st.config.api_rate_limit_per_minute;
-    match st
-        .bus
-        .hit_rate_limit(&key, limit, Duration::from_secs(60))
-        .await
-    {
-        Ok(d) if !d.allowed => ApiError::RateLimited {
+    match checked {
+        Ok((d, _)) if !d.allowed => ApiError::RateLimited {
             retry_after: d.retry_after,
         }
         .into_response(),
-        Ok(d) => {
+        Ok((d, revoked)) => {
+            if let Some(claims) = claims {
+                if revoked {
+                    req.extensions_mut().insert(extract::RevokedToken);
+                } else {
+                    req.extensions_mut().insert(extract::AuthUser {
+                        id: claims.sub,
+                        claims,
+                    });
+                }
+            }
             let mut res = next.run(req).await;
             res.headers_mut().insert(
                 HeaderName::from_static("ratelimit-limit"),

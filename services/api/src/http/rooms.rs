@@ -148,14 +148,19 @@ pub(crate) async fn load_visible(
 }
 
 /// The caller's membership, which must exist (403 for public rooms, 404 for private ones).
-pub(crate) async fn require_member(
-    st: &AppState,
-    room_id: Uuid,
-    user: Uuid,
-) -> Result<(Room, Membership)> {
+async fn require_member(st: &AppState, room_id: Uuid, user: Uuid) -> Result<(Room, Membership)> {
     let (room, m) = load_visible(st, room_id, user).await?;
     let m = m.ok_or(ApiError::Forbidden("join the room first"))?;
     Ok((room, m))
+}
+
+/// Like [`require_member`] in one query, returning only the caller's role (for history reads).
+pub(crate) async fn authorize_member(st: &AppState, room_id: Uuid, user: Uuid) -> Result<String> {
+    match st.store.room_access(room_id, user).await? {
+        None | Some((true, None)) => Err(ApiError::NotFound("room not found")),
+        Some((false, None)) => Err(ApiError::Forbidden("join the room first")),
+        Some((_, Some(role))) => Ok(role),
+    }
 }
 
 async fn require_admin(st: &AppState, room_id: Uuid, user: Uuid) -> Result<(Room, Membership)> {
