@@ -42,6 +42,7 @@ async fn a_worker_process_killed_mid_batch_and_replaced_still_ends_at_exactly_te
     child.kill().expect("SIGKILL");
     child.wait().expect("reaped");
     let written_by_a = w.message_count().await;
+    let left_pending = w.pending().await;
     producer.await.unwrap();
 
     // A replacement under another name takes over the dead consumer's pending entries.
@@ -59,6 +60,12 @@ async fn a_worker_process_killed_mid_batch_and_replaced_still_ends_at_exactly_te
     assert_eq!(w.message_count().await, 10_000);
     w.assert_rooms_complete(200).await;
     assert!(written_by_a < 10_000);
+    if left_pending > 0 {
+        assert!(
+            b.metrics.claimed.load(Relaxed) >= left_pending as u64,
+            "the dead consumer's {left_pending} pending entries were taken over"
+        );
+    }
     b.stop().await;
 }
 
