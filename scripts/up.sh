@@ -10,7 +10,7 @@ export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
 export API_PORT="${API_PORT:-8080}"
 
 echo "up: building (release)…"
-cargo build --release --locked --bins -q
+cargo build --release --locked -q -p chat-api --bin chat-api
 mkdir -p .run
 echo "up: applying migrations"
 target/release/chat-api migrate

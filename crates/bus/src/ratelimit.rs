@@ -10,11 +10,14 @@ use std::sync::LazyLock;
 use std::time::Duration;
 use uuid::Uuid;
 
-// KEYS[1] = the window's sorted set. ARGV = limit, window (ms), a unique member for this hit.
-// Returns {allowed (0/1), retry_after_ms, remaining}.
+// KEYS[1] = the window's sorted set; optional KEYS[2] = a key whose existence is reported (a revoked
+// token). ARGV = limit, window (ms), a unique member for this hit.
+// Returns {allowed (0/1), retry_after_ms, remaining, KEYS[2] exists (0/1)}.
 static SLIDING_WINDOW: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
+local flagged = 0
+if KEYS[2] then flagged = redis.call('EXISTS', KEYS[2]) end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local limit = tonumber(ARGV[1])
@@ -24,37 +27,12 @@ local count = redis.call('ZCARD', KEYS[1])
 if count < limit then
   redis.call('ZADD', KEYS[1], now, ARGV[3])
   redis.call('PEXPIRE', KEYS[1], window)
-  return {1, 0, limit - count - 1}
+  return {1, 0, limit - count - 1, flagged}
 end
 local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 local retry = tonumber(oldest[2]) + window - now
 if retry < 1 then retry = 1 end
-return {0, retry, 0}
-",
-    )
-});
-
-// The REST gate of a signed-in user: the sliding window above on KEYS[1], plus whether the access token
-// (KEYS[2]) was revoked. Returns {allowed, retry_after_ms, remaining, revoked}.
-static API_GATE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local revoked = redis.call('EXISTS', KEYS[2])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local limit = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-local count = redis.call('ZCARD', KEYS[1])
-if count < limit then
-  redis.call('ZADD', KEYS[1], now, ARGV[3])
-  redis.call('PEXPIRE', KEYS[1], window)
-  return {1, 0, limit - count - 1, revoked}
-end
-local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-local retry = tonumber(oldest[2]) + window - now
-if retry < 1 then retry = 1 end
-return {0, retry, 0, revoked}
+return {0, retry, 0, flagged}
 ",
     )
 });
@@ -80,20 +58,7 @@ impl Bus {
         limit: u32,
         window: Duration,
     ) -> BusResult<RateDecision> {
-        let mut c = self.conn().await?;
-        let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1);
-        let (allowed, retry_ms, remaining): (i64, i64, i64) = SLIDING_WINDOW
-            .key(key)
-            .arg(limit)
-            .arg(window_ms)
-            .arg(Uuid::now_v7().to_string())
-            .invoke_async(&mut *c)
-            .await?;
-        Ok(RateDecision {
-            allowed: allowed == 1,
-            retry_after: Duration::from_millis(u64::try_from(retry_ms).unwrap_or(0)),
-            remaining: u32::try_from(remaining).unwrap_or(0),
-        })
+        Ok(self.sliding_window(key, None, limit, window).await?.0)
     }
 
     /// One round trip for a signed-in REST request: counts a hit against the user's API window and says
@@ -108,11 +73,30 @@ impl Bus {
         limit: u32,
         window: Duration,
     ) -> BusResult<(RateDecision, bool)> {
+        let revoked_key = self.keys.revoked_jti(user, jti);
+        self.sliding_window(
+            &self.keys.api_user_rate(user),
+            Some(&revoked_key),
+            limit,
+            window,
+        )
+        .await
+    }
+
+    async fn sliding_window(
+        &self,
+        key: &str,
+        flag_key: Option<&str>,
+        limit: u32,
+        window: Duration,
+    ) -> BusResult<(RateDecision, bool)> {
         let mut c = self.conn().await?;
         let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1);
-        let (allowed, retry_ms, remaining, revoked): (i64, i64, i64, i64) = API_GATE
-            .key(self.keys.api_user_rate(user))
-            .key(self.keys.revoked_jti(user, jti))
+        let mut call = SLIDING_WINDOW.key(key);
+        if let Some(flag) = flag_key {
+            call.key(flag);
+        }
+        let (allowed, retry_ms, remaining, flagged): (i64, i64, i64, i64) = call
             .arg(limit)
             .arg(window_ms)
             .arg(Uuid::now_v7().to_string())
@@ -123,6 +107,6 @@ impl Bus {
             retry_after: Duration::from_millis(u64::try_from(retry_ms).unwrap_or(0)),
             remaining: u32::try_from(remaining).unwrap_or(0),
         };
-        Ok((decision, revoked == 1))
+        Ok((decision, flagged == 1))
     }
 }

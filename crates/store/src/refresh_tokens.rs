@@ -36,19 +36,7 @@ impl Store {
         hash: &[u8; 32],
         expires_at: DateTime<Utc>,
     ) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO refresh_tokens (id, user_id, family_id, token_hash, created_at, expires_at) \
-             VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(Uuid::now_v7())
-        .bind(user_id)
-        .bind(family_id)
-        .bind(&hash[..])
-        .bind(Utc::now())
-        .bind(expires_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        insert_token(&self.pool, user_id, family_id, hash, expires_at).await
     }
 
     /// Uses the token with hash `old` and, if valid, stores `new` in its family — atomically, so two
@@ -91,18 +79,7 @@ impl Store {
             .bind(&old[..])
             .execute(&mut *tx)
             .await?;
-        sqlx::query(
-            "INSERT INTO refresh_tokens (id, user_id, family_id, token_hash, created_at, expires_at) \
-             VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(Uuid::now_v7())
-        .bind(user_id)
-        .bind(family_id)
-        .bind(&new[..])
-        .bind(now)
-        .bind(new_expires_at)
-        .execute(&mut *tx)
-        .await?;
+        insert_token(&mut *tx, user_id, family_id, new, new_expires_at).await?;
         tx.commit().await?;
         Ok(Rotation::Rotated { user_id, family_id })
     }
@@ -151,4 +128,26 @@ impl Store {
         .await?;
         Ok(())
     }
+}
+
+async fn insert_token<'e>(
+    db: impl sqlx::Executor<'e, Database = sqlx::MySql>,
+    user_id: Uuid,
+    family_id: Uuid,
+    hash: &[u8; 32],
+    expires_at: DateTime<Utc>,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO refresh_tokens (id, user_id, family_id, token_hash, created_at, expires_at) \
+         VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(user_id)
+    .bind(family_id)
+    .bind(&hash[..])
+    .bind(Utc::now())
+    .bind(expires_at)
+    .execute(db)
+    .await?;
+    Ok(())
 }

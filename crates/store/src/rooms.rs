@@ -355,14 +355,10 @@ impl Store {
     pub async fn remove_member(&self, room: Uuid, user: Uuid) -> StoreResult<MembershipChange> {
         let mut tx = self.pool.begin().await?;
         let roles = lock_roles(&mut tx, room).await?;
-        let Some(role) = roles
-            .iter()
-            .find(|(u, _)| *u == user)
-            .map(|(_, r)| r.as_str())
-        else {
+        if roles.role_of(user).is_none() {
             return Ok(MembershipChange::NotMember);
-        };
-        if roles.len() == 1 {
+        }
+        if roles.0.len() == 1 {
             sqlx::query("DELETE FROM rooms WHERE id = ?")
                 .bind(room)
                 .execute(&mut *tx)
@@ -370,8 +366,7 @@ impl Store {
             tx.commit().await?;
             return Ok(MembershipChange::RoomDeleted);
         }
-        let admins = roles.iter().filter(|(_, r)| r == "admin").count();
-        if role == "admin" && admins == 1 {
+        if roles.is_sole_admin(user) {
             return Ok(MembershipChange::LastAdmin);
         }
         sqlx::query("DELETE FROM room_members WHERE room_id = ? AND user_id = ?")
@@ -395,15 +390,10 @@ impl Store {
     ) -> StoreResult<MembershipChange> {
         let mut tx = self.pool.begin().await?;
         let roles = lock_roles(&mut tx, room).await?;
-        let Some(current) = roles
-            .iter()
-            .find(|(u, _)| *u == user)
-            .map(|(_, r)| r.as_str())
-        else {
+        if roles.role_of(user).is_none() {
             return Ok(MembershipChange::NotMember);
-        };
-        let admins = roles.iter().filter(|(_, r)| r == "admin").count();
-        if current == "admin" && role != "admin" && admins == 1 {
+        }
+        if role != "admin" && roles.is_sole_admin(user) {
             return Ok(MembershipChange::LastAdmin);
         }
         sqlx::query("UPDATE room_members SET role = ? WHERE room_id = ? AND user_id = ?")
@@ -447,17 +437,35 @@ impl Store {
     }
 }
 
-/// Locks every member row of `room` for the rest of the transaction and returns (user, role) pairs.
+/// The (user, role) pairs of a room's members, locked for the rest of the transaction.
+struct RoomRoles(Vec<(Uuid, String)>);
+
+impl RoomRoles {
+    fn role_of(&self, user: Uuid) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(u, _)| *u == user)
+            .map(|(_, r)| r.as_str())
+    }
+
+    /// `user` is an admin and no other member is.
+    fn is_sole_admin(&self, user: Uuid) -> bool {
+        self.role_of(user) == Some("admin")
+            && self.0.iter().filter(|(_, r)| r == "admin").count() == 1
+    }
+}
+
+/// Locks every member row of `room` (`FOR UPDATE`) and returns their roles.
 async fn lock_roles(
     tx: &mut sqlx::Transaction<'_, sqlx::MySql>,
     room: Uuid,
-) -> StoreResult<Vec<(Uuid, String)>> {
-    Ok(
+) -> StoreResult<RoomRoles> {
+    let rows =
         sqlx::query_as("SELECT user_id, role FROM room_members WHERE room_id = ? FOR UPDATE")
             .bind(room)
             .fetch_all(&mut **tx)
-            .await?,
-    )
+            .await?;
+    Ok(RoomRoles(rows))
 }
 
 /// Escapes `%`, `_` and `\` so user input matches literally inside a LIKE pattern.

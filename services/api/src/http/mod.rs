@@ -158,11 +158,7 @@ async fn rate_limit(State(st): State<AppState>, mut req: Request, next: Next) ->
     let window = Duration::from_secs(60);
     let claims = bearer(req.headers()).and_then(|t| st.tokens.verify(t).ok());
     let checked = match &claims {
-        Some(c) => st
-            .bus
-            .api_gate(c.sub, c.jti, limit, window)
-            .await
-            .map(|(d, revoked)| (d, revoked)),
+        Some(c) => st.bus.api_gate(c.sub, c.jti, limit, window).await,
         None => {
             let peer = req
                 .extensions()
