@@ -46,6 +46,7 @@ pub struct ErrorBody {
 }
 
 #[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct ErrorDetail {
     /// Stable machine-readable code, e.g. `VALIDATION`, `NOT_FOUND`, `RATE_LIMITED`.
     pub code: &'static str,

@@ -498,3 +498,21 @@ async fn public_profiles_show_presence_and_last_seen() {
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn anonymous_requests_are_limited_per_client_address() {
+    let app = spawn_app_with(&[("API_RATE_LIMIT_PER_MINUTE", "3")]).await;
+    for _ in 0..3 {
+        let (status, _) = app
+            .post("/api/v1/auth/refresh", None, json!({"refreshToken": "x"}))
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let (status, body) = app
+        .post("/api/v1/auth/refresh", None, json!({"refreshToken": "x"}))
+        .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(body["error"]["retryAfterMs"]
+        .as_u64()
+        .is_some_and(|ms| ms > 0 && ms <= 60_000));
+}

@@ -226,3 +226,21 @@ async fn health_ready_and_the_openapi_document_are_served() {
     assert_eq!(res.status(), StatusCode::OK);
     assert!(res.text().await.unwrap().contains("/api/v1/openapi.json"));
 }
+
+#[tokio::test]
+async fn ready_reports_an_unreachable_redis_and_authenticated_routes_fail_closed() {
+    // A port nothing listens on: connections are refused at once.
+    let app = crate::helpers::spawn_app_with(&[("REDIS_URL", "redis://127.0.0.1:1")]).await;
+    let (status, body) = app.get("/ready", None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["redis"], "unreachable");
+    assert_eq!(body["mysql"], "ok");
+    let (status, _) = app.get("/health", None).await;
+    assert_eq!(status, StatusCode::OK, "liveness does not depend on Redis");
+    // Registration works without Redis (the rate limiter fails open) ...
+    let alice = app.register("alice").await;
+    // ... but token revocation cannot be checked, so authenticated routes answer 503, not 200.
+    let (status, body) = app.get("/api/v1/auth/me", Some(&alice.token)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(error_code(&body), "UNAVAILABLE");
+}
