@@ -19,8 +19,10 @@ use error::ApiError;
 use extract::{bearer, client_ip};
 use std::time::Duration;
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -100,7 +102,22 @@ pub fn router(state: AppState) -> Router {
         ));
     }
     app.layer(cors(&state.config.cors_origin))
-        .layer(TraceLayer::new_for_http())
+        .layer(
+            // One span per request (method, path, request id) and one INFO line per response with its
+            // status and latency; as JSON lines with LOG_FORMAT=json.
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request| {
+                    let request_id = req
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    tracing::info_span!("request", method = %req.method(), path = req.uri().path(), request_id)
+                })
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
 }
 
 /// `/ready`: 200 when MySQL and Redis answer, 503 naming what does not.

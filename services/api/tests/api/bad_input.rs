@@ -244,3 +244,23 @@ async fn ready_reports_an_unreachable_redis_and_authenticated_routes_fail_closed
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(error_code(&body), "UNAVAILABLE");
 }
+
+#[tokio::test]
+async fn every_response_carries_a_request_id() {
+    let app = spawn_app().await;
+    let res = app.client.get(app.url("/health")).send().await.unwrap();
+    let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert!(uuid::Uuid::try_parse(&id).is_ok(), "{id}");
+    let res = app
+        .client
+        .get(app.url("/health"))
+        .header("x-request-id", "client-chosen-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.headers()["x-request-id"],
+        "client-chosen-42",
+        "a caller's id is kept"
+    );
+}
