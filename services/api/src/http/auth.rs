@@ -27,11 +27,24 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Deserialize, ToSchema, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct RegisterRequest {
-    /// 3–32 letters, digits, `_`, `.`, `-`.
+    /// 3–32 letters, digits, `_`, `.`, `-`, starting with a letter or digit.
+    #[schema(
+        required = true,
+        min_length = 3,
+        max_length = 32,
+        pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]{2,31}$"
+    )]
     pub username: Option<String>,
+    #[schema(
+        required = true,
+        max_length = 254,
+        pattern = "^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$"
+    )]
     pub email: Option<String>,
     /// 8–128 characters.
+    #[schema(required = true, min_length = 8, max_length = 128)]
     pub password: Option<String>,
+    #[schema(max_length = 100)]
     pub full_name: Option<String>,
 }
 
@@ -39,9 +52,11 @@ pub struct RegisterRequest {
 #[serde(rename_all = "camelCase")]
 pub struct LoginRequest {
     /// E-mail or username (`email` and `username` are accepted as aliases).
+    #[schema(min_length = 1)]
     pub login: Option<String>,
     pub email: Option<String>,
     pub username: Option<String>,
+    #[schema(min_length = 1)]
     pub password: Option<String>,
 }
 

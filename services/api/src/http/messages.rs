@@ -27,10 +27,13 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[into_params(parameter_in = Query)]
 pub struct HistoryParams {
     /// Only messages with a smaller `seq`.
+    #[param(minimum = 0)]
     pub before: Option<i64>,
     /// Only messages with a greater `seq`.
+    #[param(minimum = 0)]
     pub after: Option<i64>,
     /// 1–100, default 50.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
 }
 

@@ -35,7 +35,9 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Deserialize, ToSchema, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateRoomRequest {
+    #[schema(required = true, min_length = 1, max_length = 100)]
     pub name: Option<String>,
+    #[schema(max_length = 500)]
     pub description: Option<String>,
     #[serde(default)]
     pub is_private: bool,
@@ -44,7 +46,9 @@ pub struct CreateRoomRequest {
 #[derive(Deserialize, ToSchema, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct UpdateRoomRequest {
+    #[schema(min_length = 1, max_length = 100)]
     pub name: Option<String>,
+    #[schema(max_length = 500)]
     pub description: Option<String>,
     pub is_private: Option<bool>,
 }
@@ -59,6 +63,7 @@ pub struct JoinRequest {
 #[serde(rename_all = "camelCase")]
 pub struct RoleRequest {
     /// `admin` or `member`.
+    #[schema(required = true, pattern = "^(admin|member)$")]
     pub role: Option<String>,
 }
 
@@ -68,8 +73,10 @@ pub struct DiscoverQuery {
     /// Case-insensitive substring of the room name.
     pub q: Option<String>,
     /// Page size, 1–100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// Rooms to skip (default 0).
+    #[param(minimum = 0)]
     pub offset: Option<i64>,
 }
 
