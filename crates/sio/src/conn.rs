@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::extract::ws::{Utf8Bytes, WebSocket};
 use bytes::Bytes;
-use http::HeaderMap;
 use tokio::sync::Notify;
 
 use crate::frame::{Class, Frame};
@@ -148,19 +147,64 @@ pub(crate) struct State {
     pub(crate) linger: bool,
 }
 
+pub(crate) struct Snapshot {
+    pub(crate) mail: bool,
+    pub(crate) upgrade: Option<Box<WebSocket>>,
+    pub(crate) closed: Option<DisconnectReason>,
+    pub(crate) has_out: bool,
+}
+
 /// The handshake request, as the connect hook sees it.
+///
+/// Stored compactly (one allocation holding `name: value` lines and the query) because it lives as
+/// long as the connection: a `HeaderMap` would cost several hundred bytes per idle client.
 #[derive(Debug, Default)]
 pub struct Handshake {
-    /// Request headers, copied (the WebSocket handshake headers are left out).
-    pub headers: HeaderMap,
-    /// The raw query string.
-    pub query: Box<str>,
+    /// `name:value\n` lines (names lowercase), then the query string after a `\0`.
+    raw: Box<str>,
 }
 
 impl Handshake {
+    pub(crate) fn new<'a>(headers: impl Iterator<Item = (&'a str, &'a str)>, query: &str) -> Self {
+        let mut raw = String::new();
+        for (name, value) in headers {
+            raw.push_str(name);
+            raw.push(':');
+            raw.push_str(value);
+            raw.push('\n');
+        }
+        raw.push('\0');
+        raw.push_str(query);
+        Self {
+            raw: raw.into_boxed_str(),
+        }
+    }
+
+    fn split(&self) -> (&str, &str) {
+        self.raw.split_once('\0').unwrap_or((&self.raw, ""))
+    }
+
+    /// The first value of header `name` (case-insensitive), if it was present and valid UTF-8.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+
+    /// Every header as `(lowercase name, value)`, in request order. The WebSocket handshake headers
+    /// (`sec-websocket-*`, `connection`, `upgrade`) are left out, as are values that are not UTF-8.
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.split().0.lines().filter_map(|l| l.split_once(':'))
+    }
+
+    /// The raw query string.
+    pub fn query(&self) -> &str {
+        self.split().1
+    }
+
     /// The first value of query parameter `key`, percent-decoded.
     pub fn query_param(&self, key: &str) -> Option<String> {
-        self.query.split('&').find_map(|pair| {
+        self.query().split('&').find_map(|pair| {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             (percent_decode(k) == key).then(|| percent_decode(v))
         })
@@ -233,14 +277,17 @@ impl Conn {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn wake(&self) {
+    /// Wakes the driver (which writes to a WebSocket) and, for a polling session, the pending GET.
+    fn wake(&self, polling: bool) {
         self.wake_driver.notify_one();
-        self.wake_poller.notify_one();
+        if polling {
+            self.wake_poller.notify_one();
+        }
     }
 
     /// Queues a control packet (handshake, ping, ack, connect reply): never refused while open.
     pub(crate) fn push_control(&self, out: Out) -> Result<(), SendError> {
-        {
+        let polling = {
             let mut st = self.state();
             if st.closed.is_some() {
                 return Err(SendError::Closed);
@@ -249,20 +296,22 @@ impl Conn {
                 out,
                 volatile: false,
             });
-        }
-        self.wake();
+            st.transport != Transport::WebSocket
+        };
+        self.wake(polling);
         Ok(())
     }
 
     /// Queues an application frame under the overflow policy of its class.
     pub(crate) fn push(&self, out: Out, class: Class) -> Result<(), SendError> {
         let cap = self.shared.config.queue_capacity.max(1);
-        let overflow = {
+        let (overflow, polling) = {
             let mut st = self.state();
             if st.closed.is_some() {
                 return Err(SendError::Closed);
             }
-            match class {
+            let polling = st.transport != Transport::WebSocket;
+            let overflow = match class {
                 Class::Volatile => {
                     if st.out.len() >= cap - cap / 4 {
                         return Err(SendError::Dropped);
@@ -291,15 +340,28 @@ impl Conn {
                         false
                     }
                 }
-            }
+            };
+            (overflow, polling)
         };
         if overflow {
             tracing::debug!(sid = %self.sid, "send queue overflow: closing");
             self.close(DisconnectReason::QueueOverflow);
             return Err(SendError::Overflow);
         }
-        self.wake();
+        self.wake(polling);
         Ok(())
+    }
+
+    /// What the driver needs to know at the top of its loop, in one lock: whether mail waits, an
+    /// upgraded WebSocket to take over, whether the session is closed, whether output waits.
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        let mut st = self.state();
+        Snapshot {
+            mail: !st.mailbox.is_empty(),
+            upgrade: st.upgrade.take(),
+            closed: st.closed,
+            has_out: !st.out.is_empty(),
+        }
     }
 
     /// Takes the next outgoing message.
@@ -311,7 +373,8 @@ impl Conn {
                 st.volatile -= 1;
             }
         }
-        if st.out.is_empty() && st.out.capacity() > 32 {
+        if st.out.is_empty() {
+            // Idle connections are the common case: give the buffer back.
             st.out.shrink_to_fit();
         }
         q.map(|q| q.out)
@@ -380,7 +443,7 @@ impl Conn {
         if !linger {
             self.shared.remove_session(self.sid);
         }
-        self.wake();
+        self.wake(true);
         // A second waker for a GET that registered after the notify_one above was consumed.
         self.wake_poller.notify_waiters();
     }

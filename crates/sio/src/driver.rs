@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;
-use futures_util::{SinkExt as _, StreamExt as _};
+use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
 use serde_json::Value;
 use sio_core::engine::TextPacket;
 use sio_core::{Packet, PacketKind, PartialBinary};
@@ -62,7 +62,7 @@ struct Driver {
 
 /// Runs a session to its end. `ws` is the WebSocket of a WebSocket-only session; polling sessions
 /// start without one and may get one from an upgrade.
-pub(crate) async fn run(conn: Arc<Conn>, ws: Option<WebSocket>) {
+pub(crate) async fn run(conn: Arc<Conn>, ws: Option<Box<WebSocket>>) {
     let _live = LiveGuard::new(&conn.shared);
     let now = conn.created;
     let cfg = &conn.shared.config;
@@ -80,7 +80,7 @@ pub(crate) async fn run(conn: Arc<Conn>, ws: Option<WebSocket>) {
 }
 
 impl Driver {
-    async fn run(&mut self, mut ws: Option<WebSocket>) {
+    async fn run(&mut self, mut ws: Option<Box<WebSocket>>) {
         let conn = self.conn.clone();
         let write_timeout = conn.shared.config.write_timeout;
         let mut running: Option<BoxFuture<Done>> = None;
@@ -88,17 +88,33 @@ impl Driver {
         tokio::pin!(sleep);
 
         let reason = loop {
-            self.read_mailbox();
-            if ws.is_none() {
-                if let Some(upgraded) = conn.state().upgrade.take() {
-                    ws = Some(*upgraded);
-                }
+            let mut snap = conn.snapshot();
+            if snap.mail {
+                self.read_mailbox();
+                let again = conn.snapshot();
+                snap = crate::conn::Snapshot {
+                    upgrade: snap.upgrade.or(again.upgrade),
+                    ..again
+                };
             }
-            if let Some(reason) = conn.closed() {
+            if let Some(upgraded) = snap.upgrade {
+                ws = Some(upgraded);
+                snap.has_out = true;
+            }
+            if let Some(reason) = snap.closed {
                 break reason;
             }
-            if let Some(w) = ws.as_mut() {
-                match tokio::time::timeout(write_timeout, flush(w, &conn)).await {
+            if let (Some(w), true) = (ws.as_mut(), snap.has_out) {
+                // Boxed: the write path's state exists only while writing, instead of enlarging
+                // every idle connection's task. The write timeout's timer is armed only if the
+                // write does not complete at once (the socket buffer is full), which keeps timer
+                // churn off the common path.
+                let mut write = Box::pin(flush(w, &conn));
+                let done = match (&mut write).now_or_never() {
+                    Some(r) => Ok(r),
+                    None => tokio::time::timeout(write_timeout, write).await,
+                };
+                match done {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => {
                         tracing::debug!(sid = %conn.sid, error = %e, "websocket write failed");
@@ -147,6 +163,18 @@ impl Driver {
             }
         };
 
+        Box::pin(self.finish(reason, running, ws)).await;
+    }
+
+    /// Winds the session down: fails pending acks, lets the handler in progress finish, saves
+    /// recoverable sessions, tells the namespaces, flushes and closes the WebSocket.
+    async fn finish(
+        &mut self,
+        reason: DisconnectReason,
+        mut running: Option<BoxFuture<Done>>,
+        ws: Option<Box<WebSocket>>,
+    ) {
+        let conn = self.conn.clone();
         tracing::debug!(sid = %conn.sid, reason = reason.as_str(), "session closing");
         for c in &self.sockets {
             c.socket.core().fail_acks();
@@ -362,7 +390,8 @@ impl Driver {
             };
             match packet.kind {
                 PacketKind::Connect => {
-                    let Some(ns) = self.conn.shared.namespaces.get(&packet.nsp).cloned() else {
+                    let Some((name, ns)) = self.conn.shared.namespaces.get(&packet.nsp).cloned()
+                    else {
                         tracing::debug!(sid = %self.conn.sid, nsp = %packet.nsp, "CONNECT to an unknown namespace");
                         let err = ConnectError::new("Invalid namespace");
                         let _ = self
@@ -374,7 +403,7 @@ impl Driver {
                         tracing::debug!(sid = %self.conn.sid, nsp = %packet.nsp, "CONNECT to a namespace already joined: ignored");
                         continue;
                     }
-                    return Some(self.connect_job(ns, packet));
+                    return Some(self.connect_job(ns, name, packet));
                 }
                 PacketKind::Disconnect => {
                     if let Some(c) = self.remove(|core| *core.nsp == packet.nsp) {
@@ -413,7 +442,12 @@ impl Driver {
         None
     }
 
-    fn connect_job(&self, ns: Arc<dyn ErasedNamespace>, packet: Packet) -> BoxFuture<Done> {
+    fn connect_job(
+        &self,
+        ns: Arc<dyn ErasedNamespace>,
+        name: Arc<str>,
+        packet: Packet,
+    ) -> BoxFuture<Done> {
         let conn = self.conn.clone();
         let store = conn.shared.recovery.clone();
         let nsp = packet.nsp;
@@ -439,7 +473,7 @@ impl Driver {
                     }
                 }
             }
-            let core = SocketCore::new(ids.0, ids.1, Arc::from(nsp.as_str()), conn.clone());
+            let core = SocketCore::new(ids.0, ids.1, name, conn.clone());
             let req = ConnectRequest {
                 nsp: nsp.clone(),
                 auth,
@@ -478,6 +512,8 @@ impl Driver {
                     let _ = self.conn.push_control(Out::Frame(frame));
                 }
                 let f = ns.connected(&socket);
+                // Most connections join one namespace: don't let the Vec round up to four slots.
+                self.sockets.reserve_exact(1);
                 self.sockets.push(Connected { ns, socket });
                 Some(nothing(f))
             }
@@ -519,7 +555,7 @@ fn connect_error_packet(nsp: &str, err: &ConnectError) -> String {
     s
 }
 
-async fn flush(ws: &mut WebSocket, conn: &Conn) -> Result<(), axum::Error> {
+async fn flush(ws: &mut Box<WebSocket>, conn: &Conn) -> Result<(), axum::Error> {
     let mut wrote = false;
     while let Some(out) = conn.pop_out() {
         wrote = true;
@@ -538,4 +574,25 @@ async fn flush(ws: &mut WebSocket, conn: &Conn) -> Result<(), axum::Error> {
         ws.flush().await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    /// Every idle connection pays for one driver task: keep its future small (the WebSocket, the
+    /// write path and the shutdown path are boxed for this reason).
+    #[test]
+    fn the_per_connection_driver_future_stays_small() {
+        let server = crate::Server::builder().build();
+        let conn = Arc::new(Conn::new(
+            server.shared.clone(),
+            crate::conn::Handshake::default(),
+            crate::conn::Transport::WebSocket,
+        ));
+        let f = run(conn, None);
+        let size = std::mem::size_of_val(&f);
+        assert!(size <= 1024, "driver future grew to {size} bytes");
+        assert!(std::mem::size_of::<crate::conn::Conn>() <= 320);
+    }
 }

@@ -12,7 +12,7 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRequestParts, Request, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, StatusCode};
 use sio_core::engine::{self, PayloadItem};
 use std::sync::atomic::Ordering;
@@ -212,23 +212,14 @@ fn add_cors(shared: &Shared, origin: Option<HeaderValue>, h: &mut HeaderMap) {
 /// Copies the request headers the application may want, so no buffer of the HTTP connection stays
 /// referenced by a long-lived session.
 fn copy_handshake(headers: &HeaderMap, query: &str) -> Handshake {
-    let mut copy = HeaderMap::new();
-    for (name, value) in headers {
+    let kept = headers.iter().filter_map(|(name, value)| {
         let n = name.as_str();
         if n.starts_with("sec-websocket-") || n == "connection" || n == "upgrade" {
-            continue;
+            return None;
         }
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(n.as_bytes()),
-            HeaderValue::from_bytes(value.as_bytes()),
-        ) {
-            copy.append(name, value);
-        }
-    }
-    Handshake {
-        headers: copy,
-        query: query.into(),
-    }
+        Some((n, value.to_str().ok()?))
+    });
+    Handshake::new(kept, query)
 }
 
 fn open_packet(shared: &Shared, sid: Sid, upgrades: bool) -> String {
@@ -272,7 +263,8 @@ async fn websocket_session(shared: Arc<Shared>, handshake: Handshake, ws: WebSoc
     shared.insert_session(conn.clone());
     let _ = conn.push_control(Out::text(open));
     tracing::debug!(sid = %conn.sid, "websocket session opened");
-    crate::driver::run(conn, Some(ws)).await;
+    // A task of its own, sized for the driver alone, rather than running inside axum's upgrade task.
+    tokio::spawn(crate::driver::run(conn, Some(Box::new(ws))));
 }
 
 fn abort_upgrade(conn: &Conn) {

@@ -27,7 +27,7 @@ pub(crate) enum Mode {
 pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) mode: Mode,
-    pub(crate) namespaces: HashMap<String, Arc<dyn ErasedNamespace>>,
+    pub(crate) namespaces: HashMap<String, (Arc<str>, Arc<dyn ErasedNamespace>)>,
     pub(crate) recovery: Option<Arc<dyn RecoveryStore>>,
     sessions: Mutex<HashMap<Sid, Arc<Conn>>>,
     live: AtomicUsize,
@@ -82,7 +82,7 @@ impl Drop for LiveGuard {
 pub struct ServerBuilder {
     config: Config,
     mode: Mode,
-    namespaces: HashMap<String, Arc<dyn ErasedNamespace>>,
+    namespaces: HashMap<String, (Arc<str>, Arc<dyn ErasedNamespace>)>,
     recovery: Option<Arc<dyn RecoveryStore>>,
 }
 
@@ -147,8 +147,10 @@ impl ServerBuilder {
     /// without a handler are refused with `Invalid namespace`.
     #[must_use]
     pub fn namespace<N: Namespace>(mut self, name: impl Into<String>, handler: N) -> Self {
-        self.namespaces
-            .insert(name.into(), Arc::new(NamespaceAdapter(Arc::new(handler))));
+        let name = name.into();
+        let shared_name: Arc<str> = Arc::from(name.as_str());
+        let handler: Arc<dyn ErasedNamespace> = Arc::new(NamespaceAdapter(Arc::new(handler)));
+        self.namespaces.insert(name, (shared_name, handler));
         self
     }
 
