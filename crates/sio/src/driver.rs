@@ -382,7 +382,7 @@ impl Driver {
                     if let Some(c) = self.remove(|core| core.id == id) {
                         let f =
                             c.ns.disconnect(&c.socket, DisconnectReason::ServerNamespaceDisconnect);
-                        return Some(nothing(f));
+                        return Some(self.forget_then(&c, f));
                     }
                     continue;
                 }
@@ -409,7 +409,7 @@ impl Driver {
                     if let Some(c) = self.remove(|core| *core.nsp == packet.nsp) {
                         let f =
                             c.ns.disconnect(&c.socket, DisconnectReason::ClientNamespaceDisconnect);
-                        return Some(nothing(f));
+                        return Some(self.forget_then(&c, f));
                     }
                 }
                 PacketKind::Event | PacketKind::BinaryEvent => {
@@ -440,6 +440,21 @@ impl Driver {
             }
         }
         None
+    }
+
+    /// The socket left for good: drop its recovery session, then run `f`.
+    fn forget_then(&self, c: &Connected, f: BoxFuture<()>) -> BoxFuture<Done> {
+        match (&self.conn.shared.recovery, c.socket.core().pid) {
+            (Some(store), Some(pid)) => {
+                let remove = store.remove(pid);
+                Box::pin(async move {
+                    remove.await;
+                    f.await;
+                    Done::Nothing
+                })
+            }
+            _ => nothing(f),
+        }
     }
 
     fn connect_job(
@@ -512,6 +527,21 @@ impl Driver {
                     let _ = self.conn.push_control(Out::Frame(frame));
                 }
                 let f = ns.connected(&socket);
+                // Saved while connected too, so the session survives a crash of this process.
+                let save = match (
+                    &self.conn.shared.recovery,
+                    socket.core().session(ns.recovery_state(&socket)),
+                ) {
+                    (Some(store), Some(session)) => Some(store.save(session)),
+                    _ => None,
+                };
+                let f: BoxFuture<()> = match save {
+                    Some(save) => Box::pin(async move {
+                        save.await;
+                        f.await;
+                    }),
+                    None => f,
+                };
                 // Most connections join one namespace: don't let the Vec round up to four slots.
                 self.sockets.reserve_exact(1);
                 self.sockets.push(Connected { ns, socket });

@@ -2,12 +2,15 @@
 //!
 //! When recovery is on, every socket gets a private id (`pid`) in its CONNECT reply, and the
 //! application appends an offset to the events it wants replayable ([`crate::Frame::event_with_offset`]).
-//! A stock client remembers the last offset it saw. When the socket drops for a recoverable reason,
-//! the server saves a [`Session`] in the store; when the client reconnects with `{pid, offset}` in
-//! its CONNECT payload, the server takes the session back from the store and hands it to the
-//! namespace's connect hook as [`crate::Recovery`]; the hook decides which frames to replay. The
-//! CONNECT reply then carries the old socket id and `pid`, which makes the client set
-//! `socket.recovered = true`.
+//! A stock client remembers the last offset it saw.
+//!
+//! The server saves a [`Session`] in the store when the socket connects (so that a session survives
+//! even the crash of the process that held it), saves it again with fresh state when the socket drops
+//! for a recoverable reason, and removes it when the socket leaves for good (a namespace disconnect
+//! from either side). When a client reconnects with `{pid, offset}` in its CONNECT payload, the server
+//! takes the session from the store and hands it to the namespace's connect hook as
+//! [`crate::Recovery`]; the hook decides which frames to replay. The CONNECT reply then carries the old
+//! socket id and `pid`, which makes the client set `socket.recovered = true`.
 //!
 //! [`MemoryStore`] keeps sessions in this process; a shared store (Redis) makes recovery work across
 //! server processes.
@@ -33,13 +36,18 @@ pub struct Session {
     pub state: Value,
 }
 
-/// Where disconnected sessions wait for their client. Implementations decide how long they keep
-/// them (the reference server's default is two minutes).
+/// Where sessions wait for their client. Implementations decide how long they keep an entry after
+/// its last save (the reference server allows two minutes of disconnection); a store shared by
+/// several processes should also outlive a crashed process's live sessions, e.g. by refreshing
+/// entries while their sockets are connected.
 pub trait RecoveryStore: Send + Sync + 'static {
-    /// Keeps a session that just dropped.
+    /// Keeps (or refreshes) a session: called when the socket connects and when it drops for a
+    /// recoverable reason.
     fn save(&self, session: Session) -> BoxFuture<()>;
     /// Takes (and removes) the session with private id `pid`, if it is still there.
     fn take(&self, pid: Sid) -> BoxFuture<Option<Session>>;
+    /// Forgets a session whose socket left for good.
+    fn remove(&self, pid: Sid) -> BoxFuture<()>;
 }
 
 /// An in-process [`RecoveryStore`] that forgets sessions after a fixed time.
@@ -86,6 +94,14 @@ impl RecoveryStore for MemoryStore {
             map.retain(|_, (at, _)| now.duration_since(*at) < self.ttl);
             map.insert(session.pid, (now, session));
         }
+        Box::pin(async {})
+    }
+
+    fn remove(&self, pid: Sid) -> BoxFuture<()> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&pid);
         Box::pin(async {})
     }
 

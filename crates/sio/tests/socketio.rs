@@ -264,7 +264,9 @@ async fn connection_state_recovery_restores_the_sid_and_replays() {
         v["pid"].as_str().unwrap().to_owned(),
     );
     next_connected(&mut t).await;
-    // The transport dies (not a namespace disconnect): the session goes to the store.
+    // Saved while connected (so a crash of this process would not lose it).
+    assert_eq!(t.store.len(), 1);
+    // The transport dies (not a namespace disconnect): the session stays, with fresh state.
     drop(ws);
     loop {
         if let Rec::Disconnected { reason, .. } = t.next().await {
@@ -294,6 +296,15 @@ async fn connection_state_recovery_restores_the_sid_and_replays() {
         unreachable!()
     };
     assert_eq!((id, recovered), (sid, Some("o-5".to_owned())));
+    assert_eq!(t.store.len(), 1, "the recovered socket is saved again");
+    // Leaving the namespace for good forgets the session.
+    ws.send("41").await;
+    loop {
+        if let Rec::Disconnected { reason, .. } = t.next().await {
+            assert_eq!(reason, DisconnectReason::ClientNamespaceDisconnect);
+            break;
+        }
+    }
     assert!(t.store.is_empty());
 
     // A second use of the same pid finds nothing: a fresh session.
