@@ -315,6 +315,12 @@ impl Driver {
         if let Err(e) = partial.push(b) {
             return self.protocol_error("attachment", &e);
         }
+        // maxPayload bounds one packet, attachments included: otherwise a client could announce
+        // MAX_ATTACHMENTS frames of maxPayload each and have them all buffered.
+        let total: usize = partial.attachments.iter().map(|a| a.len()).sum();
+        if total > self.conn.shared.config.max_payload {
+            return self.protocol_error("attachments over maxPayload", &total);
+        }
         if partial.is_complete() {
             if let Some(done) = self.partial.take() {
                 self.dispatch(done.packet, done.attachments);

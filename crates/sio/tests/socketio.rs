@@ -253,6 +253,47 @@ async fn binary_where_text_is_expected_and_the_reverse_close_the_connection() {
 }
 
 #[tokio::test]
+async fn attachments_adding_up_to_more_than_max_payload_close_the_connection() {
+    let t = spawn(config()).await; // maxPayload 10,000
+    let (mut ws, _) = ws_connected(t.addr, "").await;
+    ws.send(r#"453-["echo",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1},{"_placeholder":true,"num":2}]"#).await;
+    ws.send_binary(&[0; 6000]).await;
+    ws.send_binary(&[0; 6000]).await;
+    ws.closed().await;
+    t.assert_no_sessions().await;
+}
+
+#[tokio::test]
+async fn recovery_works_across_two_servers_sharing_a_store() {
+    let store = std::sync::Arc::new(sio::MemoryStore::default());
+    let mut a = spawn_store(config(), store.clone()).await;
+    let mut b = spawn_store(config(), store.clone()).await;
+    let (mut ws, _) = ws_open(a.addr).await;
+    ws.send("40").await;
+    let v: Value = serde_json::from_str(ws.text().await.strip_prefix("40").unwrap()).unwrap();
+    let (sid, pid) = (
+        v["sid"].as_str().unwrap().to_owned(),
+        v["pid"].as_str().unwrap().to_owned(),
+    );
+    next_connected(&mut a).await;
+    // Server A "crashes": nothing is saved at disconnect; the session was saved at connect.
+    let _a_is_gone = ws;
+    let (mut ws, _) = ws_open(b.addr).await;
+    ws.send(&format!(r#"40{{"pid":"{pid}","offset":"o-1"}}"#))
+        .await;
+    let v: Value = serde_json::from_str(ws.text().await.strip_prefix("40").unwrap()).unwrap();
+    assert_eq!(
+        (v["sid"].as_str().unwrap(), v["pid"].as_str().unwrap()),
+        (sid.as_str(), pid.as_str())
+    );
+    assert!(ws.text().await.starts_with(r#"42["replayed","o-1","#));
+    let Rec::Connected { recovered, .. } = next_connected(&mut b).await else {
+        unreachable!()
+    };
+    assert_eq!(recovered.as_deref(), Some("o-1"));
+}
+
+#[tokio::test]
 async fn connection_state_recovery_restores_the_sid_and_replays() {
     let mut t = spawn_with(config(), true).await;
     let (mut ws, _) = ws_open(t.addr).await;

@@ -173,9 +173,17 @@ pub async fn spawn(cfg: Config) -> TestServer {
 }
 
 pub async fn spawn_with(cfg: Config, recovery: bool) -> TestServer {
+    spawn_inner(cfg, recovery, Arc::new(sio::MemoryStore::default())).await
+}
+
+/// A server with recovery on, using `store` (share it between servers to test recovery across them).
+pub async fn spawn_store(cfg: Config, store: Arc<sio::MemoryStore>) -> TestServer {
+    spawn_inner(cfg, true, store).await
+}
+
+async fn spawn_inner(cfg: Config, recovery: bool, store: Arc<sio::MemoryStore>) -> TestServer {
     let (tx, rx) = mpsc::unbounded_channel();
     let sockets = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let store = Arc::new(sio::MemoryStore::default());
     let mut b = Server::builder()
         .config(cfg)
         .namespace(
