@@ -125,6 +125,8 @@ pub fn build_batch(items: &[Item]) -> Batch {
     }
     // A delete wins over any edit of the same message, whichever came first.
     b.edits.retain(|e| !deleted.contains(&e.id));
+    // In index order: consecutive rows of a room land on the same pages of (room_id, seq).
+    b.messages.sort_unstable_by_key(|m| (m.room_id, m.seq));
     b
 }
 
