@@ -125,4 +125,36 @@ impl Frame {
     pub fn attachments(&self) -> &[Bytes] {
         self.attachments.as_deref().unwrap_or(&[])
     }
+
+    /// Queues this frame on every socket of `sockets` (see [`crate::Socket::send`]) and counts the
+    /// outcomes, for the caller's metrics.
+    pub fn send_to<'a, D: Send + Sync + 'static>(
+        &self,
+        sockets: impl IntoIterator<Item = &'a crate::Socket<D>>,
+        class: Class,
+    ) -> Fanout {
+        let mut out = Fanout::default();
+        for s in sockets {
+            match s.send(self, class) {
+                Ok(()) => out.queued += 1,
+                Err(crate::SendError::Dropped) => out.dropped += 1,
+                Err(crate::SendError::Overflow) => out.overflowed += 1,
+                Err(_) => out.closed += 1,
+            }
+        }
+        out
+    }
+}
+
+/// What [`Frame::send_to`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Fanout {
+    /// Sockets the frame was queued on.
+    pub queued: usize,
+    /// Volatile frames shed because the socket's queue was under pressure.
+    pub dropped: usize,
+    /// Sockets disconnected because a durable frame did not fit.
+    pub overflowed: usize,
+    /// Sockets already closed.
+    pub closed: usize,
 }

@@ -56,7 +56,7 @@ mod socket;
 
 pub use config::Config;
 pub use conn::{DisconnectReason, Handshake, SendError};
-pub use frame::{Class, Frame};
+pub use frame::{Class, Fanout, Frame};
 pub use recovery::{MemoryStore, RecoveryStore, Session};
 pub use server::{Server, ServerBuilder};
 pub use sid::Sid;

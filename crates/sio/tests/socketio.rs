@@ -236,6 +236,45 @@ async fn malformed_socketio_packets_close_the_connection() {
     t.assert_no_sessions().await;
 }
 
+/// Collects what the server logs, for the test that runs on this thread.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+// A current-thread runtime: the server's tasks run on this thread, under its log subscriber.
+#[tokio::test(flavor = "current_thread")]
+async fn bad_input_is_logged_at_debug_level() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let t = spawn(config()).await;
+    let (mut ws, _) = ws_connected(t.addr, "").await;
+    ws.send(r#"42abc["x"]"#).await;
+    ws.closed().await;
+    t.assert_no_sessions().await;
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("invalid socket.io packet"))
+        .expect("logged");
+    assert!(line.contains("DEBUG"), "{line}");
+    assert!(!text.contains("WARN") && !text.contains("ERROR"), "{text}");
+}
+
 #[tokio::test]
 async fn binary_where_text_is_expected_and_the_reverse_close_the_connection() {
     let t = spawn(config()).await;
@@ -370,9 +409,14 @@ async fn one_frame_fans_out_to_many_sockets_unchanged() {
     let frame =
         Frame::event_with_offset("/", "receive_message", &(json!({"seq": 1}),), "1").unwrap();
     let sockets = t.sockets.lock().unwrap().clone();
-    for s in &sockets {
-        s.send(&frame, Class::Durable).unwrap();
-    }
+    let report = frame.send_to(&sockets, Class::Durable);
+    assert_eq!(
+        report,
+        sio::Fanout {
+            queued: 20,
+            ..Default::default()
+        }
+    );
     for c in &mut clients {
         assert_eq!(c.text().await, r#"42["receive_message",{"seq":1},"1"]"#);
     }
