@@ -134,6 +134,8 @@ impl ShardLoop {
                     self.shared.metrics.redis_errors.fetch_add(1, Relaxed);
                     tracing::warn!(error = %e, "redis error; reconnecting");
                     self.conn = None;
+                    // Entries read just before the error are pending on this consumer: re-read them.
+                    self.own_cursor = Some("0".into());
                     if pause(&mut stop, backoff.next_delay()).await {
                         break;
                     }

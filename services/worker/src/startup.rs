@@ -112,9 +112,10 @@ impl Application {
             metrics: Arc::clone(&self.shared.metrics),
             stopping: stop_rx.clone(),
         };
-        let mut http_stop = stop_rx.clone();
+        // The HTTP port outlives the loops, so `/ready` says 503 while the last batches finish.
+        let (http_tx, http_rx) = tokio::sync::oneshot::channel::<()>();
         let server = axum::serve(self.listener, router(state)).with_graceful_shutdown(async move {
-            let _ = http_stop.wait_for(|s| *s).await;
+            let _ = http_rx.await;
         });
         let mut server = std::pin::pin!(server.into_future());
 
@@ -128,7 +129,16 @@ impl Application {
         }
         tracing::info!("stopping: finishing the current batches");
         let _ = stop_tx.send(true);
-        while loops.join_next().await.is_some() {}
+        // Keep serving HTTP while the loops finish.
+        let drained = async { while loops.join_next().await.is_some() {} };
+        tokio::select! {
+            () = drained => {}
+            res = &mut server => {
+                res?;
+                anyhow::bail!("the HTTP server stopped unexpectedly");
+            }
+        }
+        let _ = http_tx.send(());
         server.await?;
         tracing::info!("worker stopped");
         Ok(())
