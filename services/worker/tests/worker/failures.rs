@@ -131,6 +131,14 @@ async fn mariadb_unreachable_mid_run_then_restored_loses_nothing() {
         "nothing can be written now"
     );
     assert!(w.pending().await > 0, "the batches wait, unacknowledged");
+    let ready = reqwest::get(format!("http://127.0.0.1:{}/ready", worker.port))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    let health = reqwest::get(format!("http://127.0.0.1:{}/health", worker.port))
+        .await
+        .unwrap();
+    assert!(health.status().is_success(), "alive, just not ready");
 
     proxy.restore();
     eventually("3,000 rows", WITHIN, || async {
