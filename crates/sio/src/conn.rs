@@ -302,6 +302,26 @@ impl Conn {
         Ok(())
     }
 
+    /// Queues a control packet from the driver task itself: the driver flushes at the top of its
+    /// loop anyway, so only a pending long-polling GET needs waking.
+    pub(crate) fn push_from_driver(&self, out: Out) -> Result<(), SendError> {
+        let polling = {
+            let mut st = self.state();
+            if st.closed.is_some() {
+                return Err(SendError::Closed);
+            }
+            st.out.push_back(Queued {
+                out,
+                volatile: false,
+            });
+            st.transport != Transport::WebSocket
+        };
+        if polling {
+            self.wake_poller.notify_one();
+        }
+        Ok(())
+    }
+
     /// Queues an application frame under the overflow policy of its class.
     pub(crate) fn push(&self, out: Out, class: Class) -> Result<(), SendError> {
         let cap = self.shared.config.queue_capacity.max(1);
@@ -350,6 +370,11 @@ impl Conn {
         }
         self.wake(polling);
         Ok(())
+    }
+
+    /// Whether anything waits to be sent.
+    pub(crate) fn has_out(&self) -> bool {
+        !self.state().out.is_empty()
     }
 
     /// What the driver needs to know at the top of its loop, in one lock: whether mail waits, an

@@ -104,6 +104,12 @@ impl Driver {
             if let Some(reason) = snap.closed {
                 break reason;
             }
+            // Before the flush: starting a job may queue a reply (CONNECT_ERROR for an unknown
+            // namespace).
+            if running.is_none() {
+                running = self.next_job();
+                snap.has_out = snap.has_out || conn.has_out();
+            }
             if let (Some(w), true) = (ws.as_mut(), snap.has_out) {
                 // Boxed: the write path's state exists only while writing, instead of enlarging
                 // every idle connection's task. The write timeout's timer is armed only if the
@@ -127,9 +133,6 @@ impl Driver {
                         continue;
                     }
                 }
-            }
-            if running.is_none() {
-                running = self.next_job();
             }
             let deadline = self.next_deadline();
             if sleep.deadline() != deadline {
@@ -237,7 +240,7 @@ impl Driver {
                 self.conn.state().pong_deadline = Some(self.ping_deadline);
                 let _ = self
                     .conn
-                    .push_control(Out::Text(Utf8Bytes::from_static("2")));
+                    .push_from_driver(Out::Text(Utf8Bytes::from_static("2")));
                 self.awaiting_pong = true;
             }
         }
@@ -255,9 +258,9 @@ impl Driver {
                 In::Shutdown { reconnect } => {
                     if !reconnect {
                         for c in &self.sockets {
-                            let _ = self
-                                .conn
-                                .push_control(Out::text(disconnect_packet(&c.socket.core().nsp)));
+                            let _ = self.conn.push_from_driver(Out::text(disconnect_packet(
+                                &c.socket.core().nsp,
+                            )));
                         }
                     }
                     self.conn.close(DisconnectReason::ServerShutdown);
@@ -286,11 +289,11 @@ impl Driver {
                 self.ping_deadline = Instant::now() + self.conn.shared.config.ping_interval;
             }
             TextPacket::Ping(data) => {
-                let _ = self.conn.push_control(Out::text(format!("3{data}")));
+                let _ = self.conn.push_from_driver(Out::text(format!("3{data}")));
             }
             TextPacket::Message(m) => {
                 if self.conn.shared.mode == Mode::EngineEcho {
-                    let _ = self.conn.push_control(Out::text(format!("4{m}")));
+                    let _ = self.conn.push_from_driver(Out::text(format!("4{m}")));
                 } else {
                     self.on_socketio_text(m);
                 }
@@ -303,7 +306,7 @@ impl Driver {
 
     fn on_binary(&mut self, b: Bytes) {
         if self.conn.shared.mode == Mode::EngineEcho {
-            let _ = self.conn.push_control(Out::Binary(b));
+            let _ = self.conn.push_from_driver(Out::Binary(b));
             return;
         }
         let Some(partial) = self.partial.as_mut() else {
@@ -402,7 +405,7 @@ impl Driver {
                         let err = ConnectError::new("Invalid namespace");
                         let _ = self
                             .conn
-                            .push_control(Out::text(connect_error_packet(&packet.nsp, &err)));
+                            .push_from_driver(Out::text(connect_error_packet(&packet.nsp, &err)));
                         continue;
                     };
                     if self.find(&packet.nsp).is_some() {
@@ -528,9 +531,9 @@ impl Driver {
                     reply.push_str(pid.as_str());
                 }
                 reply.push_str(r#""}"#);
-                let _ = self.conn.push_control(Out::text(reply));
+                let _ = self.conn.push_from_driver(Out::text(reply));
                 for frame in replay {
-                    let _ = self.conn.push_control(Out::Frame(frame));
+                    let _ = self.conn.push_from_driver(Out::Frame(frame));
                 }
                 let f = ns.connected(&socket);
                 // Saved while connected too, so the session survives a crash of this process.
@@ -557,7 +560,7 @@ impl Driver {
                 tracing::debug!(sid = %self.conn.sid, %nsp, message = %err.message, "CONNECT refused by the application");
                 let _ = self
                     .conn
-                    .push_control(Out::text(connect_error_packet(&nsp, &err)));
+                    .push_from_driver(Out::text(connect_error_packet(&nsp, &err)));
                 None
             }
         }
