@@ -58,6 +58,8 @@ struct Driver {
     awaiting_pong: bool,
     ping_deadline: Instant,
     connect_deadline: Option<Instant>,
+    /// The server shut down without inviting clients back: their sessions need not be kept.
+    told_not_to_return: bool,
 }
 
 /// Runs a session to its end. `ws` is the WebSocket of a WebSocket-only session; polling sessions
@@ -75,6 +77,7 @@ pub(crate) async fn run(conn: Arc<Conn>, ws: Option<Box<WebSocket>>) {
         pending: VecDeque::new(),
         ever_connected: false,
         awaiting_pong: false,
+        told_not_to_return: false,
     };
     driver.run(ws).await;
 }
@@ -193,10 +196,15 @@ impl Driver {
             }
         }
         let store = conn.shared.recovery.clone();
+        let recoverable = reason.is_recoverable() && !self.told_not_to_return;
         for c in std::mem::take(&mut self.sockets) {
-            if let (Some(store), true) = (&store, reason.is_recoverable()) {
-                if let Some(session) = c.socket.core().session(c.ns.recovery_state(&c.socket)) {
-                    store.save(session).await;
+            if let Some(store) = &store {
+                if recoverable {
+                    if let Some(session) = c.socket.core().session(c.ns.recovery_state(&c.socket)) {
+                        store.save(session).await;
+                    }
+                } else if let Some(pid) = c.socket.core().pid {
+                    store.remove(pid).await;
                 }
             }
             c.ns.disconnect(&c.socket, reason).await;
@@ -256,6 +264,7 @@ impl Driver {
                 In::Binary(b) => self.on_binary(b),
                 In::DisconnectSocket(id) => self.pending.push_back(Pending::ServerDisconnect(id)),
                 In::Shutdown { reconnect } => {
+                    self.told_not_to_return = !reconnect;
                     if !reconnect {
                         for c in &self.sockets {
                             let _ = self.conn.push_from_driver(Out::text(disconnect_packet(

@@ -460,19 +460,28 @@ async fn send_queue_sheds_volatile_first_and_disconnects_on_durable_overflow() {
 
 #[tokio::test]
 async fn graceful_shutdown_tells_clients_whether_to_come_back() {
-    let t = spawn(config()).await;
+    let t = spawn_with(config(), true).await;
     let (mut ws, _) = ws_connected(t.addr, "").await;
     t.server.shutdown(false, Duration::from_secs(5)).await;
     assert_eq!(ws.text().await, "41");
     ws.closed().await;
     assert_eq!(t.server.session_count(), 0);
+    assert!(
+        t.store.is_empty(),
+        "clients told not to come back leave no session behind"
+    );
     // New sessions are refused (the listener is closed, or answers 503 while draining).
     assert!(ws_raw(t.addr, "EIO=4&transport=websocket").await.is_err());
 
-    let t = spawn(config()).await;
+    let t = spawn_with(config(), true).await;
     let (mut ws, _) = ws_connected(t.addr, "").await;
     t.server.shutdown(true, Duration::from_secs(5)).await;
     ws.closed().await;
+    assert_eq!(
+        t.store.len(),
+        1,
+        "clients invited back can recover elsewhere"
+    );
 }
 
 #[tokio::test]
