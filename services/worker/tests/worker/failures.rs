@@ -155,6 +155,50 @@ async fn mariadb_unreachable_mid_run_then_restored_loses_nothing() {
 }
 
 #[tokio::test]
+async fn redis_unreachable_mid_run_then_restored_loses_nothing() {
+    let mut w = World::new(10, 20, 2).await;
+    let msgs = w.messages_everywhere(150);
+    let target = w
+        .env
+        .redis_url
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .to_owned();
+    let proxy = Proxy::start(target).await;
+    let via = format!("redis://127.0.0.1:{}", proxy.port);
+    let worker = w
+        .spawn_worker(
+            "a",
+            &[("REDIS_URL", via.as_str()), ("WORKER_BATCH_SIZE", "100")],
+        )
+        .await;
+    // Messages keep coming (straight into Redis) while the worker loses its connections.
+    let producer = trickle(&w, msgs);
+    eventually("the first rows", WITHIN, || async {
+        w.message_count().await >= 500
+    })
+    .await;
+    proxy.cut();
+    eventually("the worker to notice", WITHIN, || async {
+        worker.metrics.redis_errors.load(Relaxed) >= 2
+    })
+    .await;
+    producer.await.unwrap();
+    proxy.restore();
+    eventually("3,000 rows", WITHIN, || async {
+        w.message_count().await >= 3_000
+    })
+    .await;
+    eventually("nothing pending", WITHIN, || async {
+        w.pending().await == 0
+    })
+    .await;
+    assert_eq!(w.message_count().await, 3_000);
+    w.assert_rooms_complete(150).await;
+    worker.stop().await;
+}
+
+#[tokio::test]
 async fn poison_entries_are_dead_lettered_while_the_rest_flows() {
     let mut w = World::new(3, 1, 1).await;
     let room = w.rooms[0];
