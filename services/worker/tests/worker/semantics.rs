@@ -192,3 +192,60 @@ async fn cursors_and_last_seen_never_move_backwards() {
     assert_eq!(last_seen.map(|d| d.timestamp_millis()), Some(t));
     worker.stop().await;
 }
+
+/// The gateway's send script will build entries in Lua; this one does what it will do (`INCR` for the
+/// seq, `TIME` for the clock, `cmsgpack.pack`, `XADD … e`), and the worker must persist them as they are.
+#[tokio::test]
+async fn entries_built_by_a_lua_script_like_the_gateways_are_persisted() {
+    use deadpool_redis::redis;
+    let w = World::new(2, 1, 4).await;
+    let (room, sender) = (w.rooms[0], w.users[1]);
+    let shard = chat_bus::shard_of(room, w.shards);
+    let script = redis::Script::new(
+        r"
+local seq = redis.call('INCR', KEYS[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local e = cmsgpack.pack({v = 1, t = 'message_created', id = ARGV[1], room_id = ARGV[2], seq = seq,
+  sender_id = ARGV[3], kind = 'text', content = ARGV[4], created_at = now, traceparent = ARGV[5]})
+return redis.call('XADD', KEYS[1], '*', 'e', e)
+",
+    );
+    let seq_key = format!("{}:room:{room}:seq", w.bus.keys().shard_prefix(shard));
+    let mut ids = Vec::new();
+    for i in 1..=3 {
+        let id = Uuid::now_v7();
+        let mut c = w.redis().await;
+        let _: String = script
+            .key(w.bus.keys().stream(shard))
+            .key(&seq_key)
+            .arg(id.to_string())
+            .arg(room.to_string())
+            .arg(sender.to_string())
+            .arg(format!("hello {i} from lua"))
+            .arg("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+            .invoke_async(&mut *c)
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    let worker = w.spawn_worker("a", &[]).await;
+    eventually("three rows", WITHIN, || async {
+        w.message_count().await == 3 && w.pending().await == 0
+    })
+    .await;
+    for (i, id) in ids.iter().enumerate() {
+        let m = w.store.message(*id).await.unwrap().unwrap();
+        assert_eq!(
+            (m.room_id, m.sender_id, m.seq),
+            (room, sender, i as i64 + 1)
+        );
+        assert_eq!(
+            m.content.as_deref(),
+            Some(format!("hello {} from lua", i + 1).as_str())
+        );
+        assert!((Utc::now() - m.created_at).num_seconds().abs() < 600);
+    }
+    assert!(w.dead_letters().await.is_empty());
+    worker.stop().await;
+}
