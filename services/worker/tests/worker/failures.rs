@@ -158,14 +158,23 @@ async fn mariadb_unreachable_mid_run_then_restored_loses_nothing() {
 async fn redis_unreachable_mid_run_then_restored_loses_nothing() {
     let mut w = World::new(10, 20, 2).await;
     let msgs = w.messages_everywhere(150);
-    let target = w
-        .env
-        .redis_url
-        .trim_start_matches("redis://")
-        .trim_end_matches('/')
-        .to_owned();
+    // redis://[user:pass@]host:port[/db]
+    let url = w.env.redis_url.clone();
+    let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
+    let (creds, host_and_db) = rest.rsplit_once('@').map_or(("", rest), |(c, h)| (c, h));
+    let (host, db) = host_and_db.split_once('/').unwrap_or((host_and_db, ""));
+    let target = if host.contains(':') {
+        host.to_owned()
+    } else {
+        format!("{host}:6379")
+    };
     let proxy = Proxy::start(target).await;
-    let via = format!("redis://127.0.0.1:{}", proxy.port);
+    let at = if creds.is_empty() {
+        String::new()
+    } else {
+        format!("{creds}@")
+    };
+    let via = format!("redis://{at}127.0.0.1:{}/{db}", proxy.port);
     let worker = w
         .spawn_worker(
             "a",
