@@ -162,6 +162,22 @@ async fn server_to_client_ack_times_out() {
 }
 
 #[tokio::test]
+async fn a_pending_server_to_client_ack_fails_when_the_client_goes_away() {
+    let mut t = spawn(config()).await;
+    let (mut ws, _) = ws_connected(t.addr, "").await;
+    ws.send(r#"42["ask"]"#).await;
+    let _question = ws.text().await;
+    drop(ws);
+    loop {
+        if let Rec::Answer(a) = t.next().await {
+            assert_eq!(a, Err("socket disconnected before the ack".to_owned()));
+            break;
+        }
+    }
+    t.assert_no_sessions().await;
+}
+
+#[tokio::test]
 async fn acks_for_unknown_ids_are_ignored() {
     let t = spawn(config()).await;
     let (mut ws, _) = ws_connected(t.addr, "").await;
