@@ -88,7 +88,7 @@ impl Store {
     /// `last_seen`.
     ///
     /// # Errors
-    /// Database errors; nothing of the batch is applied then. [`is_retryable`] tells a connectivity
+    /// Database errors; nothing of the batch is applied then. [`is_entry_error`] tells a connectivity
     /// problem (retry the same batch later) from a batch that can never succeed (isolate the culprit).
     pub async fn apply_batch(&self, b: &Batch) -> StoreResult<BatchOutcome> {
         let mut out = BatchOutcome::default();
@@ -263,30 +263,30 @@ impl Store {
     }
 }
 
-/// Whether a failed batch is worth retrying as it is: the server is unreachable or busy (connection
-/// errors, pool timeouts, deadlocks, lock waits, too many connections, read-only during a fail-over).
-/// Anything else (a broken foreign key, a conflicting message, data too long) will fail again, so the
-/// caller isolates the entry that causes it.
-pub fn is_retryable(e: &StoreError) -> bool {
-    if e.is_transient() {
-        return true;
-    }
+/// Whether a failed batch was refused because of what one of its entries holds — a broken foreign key,
+/// a conflicting unique key, a value the column refuses — so that splitting the batch finds the entry.
+///
+/// Everything else is worth retrying as it is: connectivity, pool timeouts, deadlocks, lock waits, a
+/// read-only server during a fail-over, but also a missing table or privilege after a bad deploy. A
+/// broken environment thus stalls the stream (visibly: retries and lag grow) instead of sending every
+/// entry to the dead-letter stream.
+pub fn is_entry_error(e: &StoreError) -> bool {
     match e {
-        StoreError::Database(err) => match err {
-            sqlx::Error::Protocol(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolClosed => true,
-            sqlx::Error::Database(db) => {
-                let number = db
-                    .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
-                    .map(|m| m.number());
-                matches!(
-                    number,
-                    // lock wait timeout, deadlock, too many connections, server shutdown,
-                    // read-only (MySQL / MariaDB), query interrupted
-                    Some(1205 | 1213 | 1040 | 1053 | 1290 | 1836 | 1317 | 1927)
-                )
-            }
-            _ => false,
-        },
+        StoreError::Conflict(_) => true,
+        StoreError::Database(sqlx::Error::Database(db)) => {
+            let number = db
+                .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+                .map(|m| m.number());
+            matches!(
+                number,
+                // NULL into NOT NULL; duplicate key; foreign keys (parent missing or child exists)
+                Some(1048 | 1062 | 1169 | 1216 | 1217 | 1451 | 1452)
+                // out of range, truncated, wrong value, bad string, too long, out of range (BIGINT)
+                | Some(1264 | 1265 | 1292 | 1300 | 1366 | 1406 | 1690)
+                // CHECK constraint (MySQL, MariaDB)
+                | Some(3819 | 4025)
+            )
+        }
         _ => false,
     }
 }

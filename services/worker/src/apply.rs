@@ -9,7 +9,7 @@
 
 use crate::metrics::Metrics;
 use chat_bus::stream::{Envelope, Event};
-use chat_store::batch::{is_retryable, Batch, CursorUpdate, Delete, Edit};
+use chat_store::batch::{is_entry_error, Batch, CursorUpdate, Delete, Edit};
 use chat_store::messages::NewMessage;
 use chat_store::{Store, StoreError};
 use chrono::{DateTime, Utc};
@@ -133,8 +133,8 @@ pub fn build_batch(items: &[Item]) -> Batch {
 /// Applies `items`, isolating the ones that can never be stored.
 ///
 /// # Errors
-/// A retryable error (MySQL unreachable or busy): retry all of `items` later; whatever was committed
-/// before is idempotent to replay.
+/// An error no entry is to blame for (MySQL unreachable or busy, a missing table…): retry all of
+/// `items` later; whatever was committed before is idempotent to replay.
 pub async fn apply_isolating(
     store: &Store,
     metrics: &Metrics,
@@ -163,7 +163,7 @@ fn apply_range<'a>(
                 out.commits += 1;
                 Ok(())
             }
-            Err(e) if is_retryable(&e) => Err(e),
+            Err(e) if !is_entry_error(&e) => Err(e),
             Err(e) if items.len() == 1 => {
                 out.dead.push((base, describe(&e)));
                 Ok(())

@@ -331,7 +331,7 @@ impl ShardLoop {
                     Ok(a) => break a,
                     Err(e) => {
                         shared.metrics.retries.fetch_add(1, Relaxed);
-                        tracing::warn!(error = %describe(&e), entries = items.len(), "MySQL unavailable; will retry the batch");
+                        tracing::warn!(error = %describe(&e), entries = items.len(), "cannot write the batch to MySQL; will retry it");
                         if pause(stop, backoff.next_delay()).await {
                             return Err(Stopped);
                         }

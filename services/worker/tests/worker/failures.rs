@@ -155,6 +155,35 @@ async fn mariadb_unreachable_mid_run_then_restored_loses_nothing() {
 }
 
 #[tokio::test]
+async fn a_broken_schema_stalls_the_stream_instead_of_dead_lettering_it() {
+    let mut w = World::new(3, 4, 1).await;
+    let msgs = w.messages_everywhere(50);
+    // As after a bad deploy: the table the worker writes is not there.
+    sqlx::query("RENAME TABLE messages TO messages_away")
+        .execute(w.store.pool())
+        .await
+        .unwrap();
+    w.append(&msgs).await;
+    let worker = w.spawn_worker("a", &[]).await;
+    eventually("failed attempts", WITHIN, || async {
+        worker.metrics.retries.load(Relaxed) >= 3
+    })
+    .await;
+    assert_eq!(worker.metrics.dead_letters.load(Relaxed), 0);
+    sqlx::query("RENAME TABLE messages_away TO messages")
+        .execute(w.store.pool())
+        .await
+        .unwrap();
+    eventually("all rows once the table is back", WITHIN, || async {
+        w.message_count().await == 200 && w.pending().await == 0
+    })
+    .await;
+    assert!(w.dead_letters().await.is_empty());
+    w.assert_rooms_complete(50).await;
+    worker.stop().await;
+}
+
+#[tokio::test]
 async fn redis_unreachable_mid_run_then_restored_loses_nothing() {
     let mut w = World::new(10, 20, 2).await;
     let msgs = w.messages_everywhere(150);
