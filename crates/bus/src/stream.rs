@@ -37,8 +37,10 @@
 //! `redis.call('XADD', KEYS[n], '*', 'e', payload)`. Producers must **never trim** the stream
 //! (`MAXLEN`/`MINID`): only the worker does, below what every consumer group has acknowledged.
 //!
-//! A reader that meets a `v` it does not know dead-letters the entry (it is kept, not lost); a new
-//! version must therefore be rolled out to the workers before the producers.
+//! A worker that meets a newer `v` leaves the entry pending for a newer worker (which takes it over
+//! with `XAUTOCLAIM`) and goes on with the rest; a new version should still be rolled out to the workers
+//! before the producers. A new event type `t` within version 1 is refused as malformed (dead-lettered)
+//! by workers that predate it: deploy the workers first.
 
 use crate::keys::{shard_of, PERSIST_GROUP};
 use crate::{Bus, BusResult};

@@ -42,6 +42,8 @@ pub struct Metrics {
     pub redis_errors: AtomicU64,
     /// Entries moved to a dead-letter stream.
     pub dead_letters: AtomicU64,
+    /// Entries of a newer envelope version, left pending for a newer worker.
+    pub newer_version: AtomicU64,
     /// Entries taken over from another consumer (`XAUTOCLAIM`).
     pub claimed: AtomicU64,
     /// Entries trimmed from the streams.
@@ -68,6 +70,7 @@ impl Metrics {
             isolations: AtomicU64::new(0),
             redis_errors: AtomicU64::new(0),
             dead_letters: AtomicU64::new(0),
+            newer_version: AtomicU64::new(0),
             claimed: AtomicU64::new(0),
             trimmed: AtomicU64::new(0),
             lag_ms: (0..LAG_SLOTS).map(|_| AtomicU64::new(0)).collect(),
@@ -174,6 +177,12 @@ impl Metrics {
             "chat_worker_dead_letters_total",
             "Stream entries moved to a dead-letter stream.",
             self.dead_letters.load(Relaxed),
+        );
+        counter(
+            &mut o,
+            "chat_worker_newer_version_total",
+            "Entries of a newer envelope version seen and left pending for a newer worker.",
+            self.newer_version.load(Relaxed),
         );
         counter(
             &mut o,

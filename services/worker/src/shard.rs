@@ -22,7 +22,7 @@ use crate::apply::{apply_isolating, describe, Applied, Item};
 use crate::metrics::Metrics;
 use crate::streams::{auto_claim, id_millis, read_group, Body, RawEntry};
 use chat_bus::keys::PERSIST_GROUP;
-use chat_bus::stream::{decode, Event};
+use chat_bus::stream::{decode, DecodeError, Event, ENVELOPE_VERSION};
 use chat_bus::Keys;
 use chat_config::WorkerConfig;
 use chat_store::Store;
@@ -313,6 +313,12 @@ impl ShardLoop {
                         env,
                         first_seen: now,
                     }),
+                    // Written by a newer producer: leave it pending for a newer worker, which will
+                    // take it over (XAUTOCLAIM), rather than dead-letter a valid entry.
+                    Err(DecodeError::Version(v)) if v > u64::from(ENVELOPE_VERSION) => {
+                        shared.metrics.newer_version.fetch_add(1, Relaxed);
+                        tracing::warn!(entry = %e.id, version = v, "entry of a newer envelope version left pending");
+                    }
                     Err(err) => dead.push(Dead {
                         id: e.id,
                         raw,

@@ -334,6 +334,35 @@ async fn poison_entries_are_dead_lettered_while_the_rest_flows() {
 }
 
 #[tokio::test]
+async fn an_entry_of_a_newer_envelope_version_is_left_pending_for_a_newer_worker() {
+    let mut w = World::new(2, 1, 1).await;
+    let room = w.rooms[0];
+    let msgs = w.messages_in(room, 20);
+    w.append(&msgs[..10]).await;
+    let mut future = serde_json::to_value(&msgs[0]).unwrap();
+    future["v"] = serde_json::json!(2);
+    future["shiny_new_field"] = serde_json::json!(true);
+    let ids = w
+        .bus
+        .append_raw(0, &[rmp_serde::to_vec(&future).unwrap()])
+        .await
+        .unwrap();
+    w.append(&msgs[10..]).await;
+    let worker = w.spawn_worker("a", &[]).await;
+    eventually("the 20 messages", WITHIN, || async {
+        w.message_count().await == 20
+    })
+    .await;
+    eventually("the v2 entry seen", WITHIN, || async {
+        worker.metrics.newer_version.load(Relaxed) >= 1
+    })
+    .await;
+    assert_eq!(w.pending().await, 1, "only the v2 entry {} waits", ids[0]);
+    assert!(w.dead_letters().await.is_empty());
+    worker.stop().await;
+}
+
+#[tokio::test]
 async fn a_stop_request_finishes_the_batch_in_hand_and_leaves_nothing_pending() {
     let mut w = World::new(5, 20, 2).await;
     let msgs = w.messages_everywhere(100);
