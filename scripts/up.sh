@@ -8,9 +8,10 @@ scripts/deps.sh
 export DATABASE_URL="${DATABASE_URL:-mysql://chat:chat@127.0.0.1:3306/chat}"
 export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
 export API_PORT="${API_PORT:-8080}"
+export WORKER_PORT="${WORKER_PORT:-9090}"
 
 echo "up: building (release)…"
-cargo build --release --locked -q -p chat-api --bin chat-api
+cargo build --release --locked -q -p chat-api -p chat-worker --bins
 mkdir -p .run
 echo "up: applying migrations"
 target/release/chat-api migrate
@@ -37,7 +38,9 @@ wait_http() { # name, url
 }
 
 start api chat-api
+start worker chat-worker
 wait_http api "http://127.0.0.1:${API_PORT}/health"
+wait_http worker "http://127.0.0.1:${WORKER_PORT}/health"
 
 cat <<MSG
 
@@ -45,6 +48,7 @@ The chat stack is up:
   REST API       http://localhost:${API_PORT}/api/v1
   API docs       http://localhost:${API_PORT}/api/v1/docs   (OpenAPI: /api/v1/openapi.json)
   Health         http://localhost:${API_PORT}/health  ·  http://localhost:${API_PORT}/ready
+  Worker         http://localhost:${WORKER_PORT}/ready  ·  metrics http://localhost:${WORKER_PORT}/metrics
   Logs           .run/*.log
 Stop it with: make down
 MSG

@@ -10,7 +10,6 @@
 
 use crate::{Message, Store, StoreResult};
 use chrono::{DateTime, Utc};
-use sqlx::QueryBuilder;
 use uuid::Uuid;
 
 /// Which part of a room's history to read.
@@ -107,33 +106,18 @@ impl Store {
         .await?)
     }
 
-    /// Inserts messages with one multi-row statement, ignoring rows already present (same id, or same
-    /// `(room_id, seq)`), so replaying a batch is harmless. Returns the number of rows inserted.
+    /// Inserts messages (history seeding, tests) through the worker's batch path
+    /// ([`Store::apply_batch`]): multi-row statements in one transaction; the same message again is a
+    /// no-op, a different message in an occupied `(room_id, seq)` slot is an error. Returns the number of
+    /// rows written.
     ///
     /// # Errors
-    /// Database errors (e.g. an unknown room or sender).
+    /// Database errors (e.g. an unknown room or sender, a conflicting message).
     pub async fn insert_messages(&self, msgs: &[NewMessage]) -> StoreResult<u64> {
-        if msgs.is_empty() {
-            return Ok(0);
-        }
-        let mut total = 0;
-        // 10 parameters per row; MySQL allows 65,535 placeholders per statement.
-        for chunk in msgs.chunks(5_000) {
-            let mut qb = QueryBuilder::new(
-                "INSERT IGNORE INTO messages (id, room_id, seq, sender_id, type, content, client_msg_id, created_at) ",
-            );
-            qb.push_values(chunk, |mut b, m| {
-                b.push_bind(m.id)
-                    .push_bind(m.room_id)
-                    .push_bind(m.seq)
-                    .push_bind(m.sender_id)
-                    .push_bind(&m.kind)
-                    .push_bind(&m.content)
-                    .push_bind(&m.client_msg_id)
-                    .push_bind(m.created_at);
-            });
-            total += qb.build().execute(&self.pool).await?.rows_affected();
-        }
-        Ok(total)
+        let batch = crate::batch::Batch {
+            messages: msgs.to_vec(),
+            ..Default::default()
+        };
+        Ok(self.apply_batch(&batch).await?.rows)
     }
 }
