@@ -5,14 +5,14 @@
 # cannot reach, so this runs only when checkouts are provided:
 #   ENGINE_IO_PROTOCOL_DIR=/path/to/engine.io-protocol SOCKET_IO_PROTOCOL_DIR=/path/to/socket.io-protocol \
 #     scripts/test.d/30-sio-conformance.sh
-# Without them it skips (the same behaviours are covered by crates/sio/tests/*.rs, run by cargo test).
+# Without them it skips (exit 77) (the same behaviours are covered by crates/sio/tests/*.rs, run by cargo test).
 # The suites hard-code http://localhost:3000, so port 3000 must be free.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 if [ -z "${ENGINE_IO_PROTOCOL_DIR:-}" ] && [ -z "${SOCKET_IO_PROTOCOL_DIR:-}" ]; then
   echo "sio conformance: skipped (set ENGINE_IO_PROTOCOL_DIR / SOCKET_IO_PROTOCOL_DIR to run the official suites)"
-  exit 0
+  exit 77
 fi
 
 cargo build --quiet -p sio --example conformance
