@@ -85,6 +85,8 @@ pub struct Config {
     /// Chat messages per user per room within `message_rate_window`.
     pub message_rate_limit: u32,
     pub message_rate_window: Duration,
+    /// Concurrent password hashes (argon2id, 19 MiB each); default: the number of CPUs.
+    pub password_hash_concurrency: Option<usize>,
     /// Take the client address from `X-Forwarded-For` (only behind a trusted proxy).
     pub trust_proxy: bool,
     pub log_format: LogFormat,
@@ -255,6 +257,10 @@ impl Config {
                 100,
                 3_600_000,
             )?),
+            password_hash_concurrency: match get("PASSWORD_HASH_CONCURRENCY") {
+                None => None,
+                Some(_) => Some(r.num("PASSWORD_HASH_CONCURRENCY", 2, 1, 256)?),
+            },
             trust_proxy: r.flag("TRUST_PROXY", false)?,
             log_format,
             shards: r.num("SHARDS", 8, 1, 1024)?,

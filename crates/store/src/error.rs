@@ -45,16 +45,22 @@ impl From<sqlx::Error> for StoreError {
 }
 
 impl StoreError {
-    /// True when the error is a transient connectivity problem worth retrying.
+    /// True when the error is transient — connectivity, or a deadlock / lock wait timeout that a retry
+    /// resolves — so an API answers 503 (retry) rather than 500.
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
+        match self {
             StoreError::Database(
                 sqlx::Error::Io(_)
-                    | sqlx::Error::PoolTimedOut
-                    | sqlx::Error::PoolClosed
-                    | sqlx::Error::WorkerCrashed
-            )
-        )
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed,
+            ) => true,
+            // ER_LOCK_DEADLOCK 1213, ER_LOCK_WAIT_TIMEOUT 1205.
+            StoreError::Database(e) => e
+                .as_database_error()
+                .and_then(|d| d.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>())
+                .is_some_and(|m| matches!(m.number(), 1205 | 1213)),
+            _ => false,
+        }
     }
 }

@@ -39,12 +39,16 @@ pub struct RoomUpdate<'a> {
     pub name: Option<&'a str>,
     pub description: Option<&'a str>,
     pub is_private: Option<bool>,
+    /// A new invite code (set when a room turns private, so codes seen while it was public stop working).
+    pub invite_code: Option<&'a str>,
 }
 
 /// The outcome of a membership change that the rules may refuse.
 #[derive(Debug, PartialEq, Eq)]
 pub enum MembershipChange {
     Done,
+    /// Refused: the acting user is not (or no longer) an admin of the room.
+    NotAdmin,
     /// The user is not a member.
     NotMember,
     /// Refused: the room would be left without an admin while it still has members.
@@ -105,11 +109,14 @@ impl Store {
     /// # Errors
     /// [`StoreError::NotFound`] when no room has this invite code.
     pub async fn room_by_invite(&self, code: &str) -> StoreResult<Room> {
-        sqlx::query_as::<_, Room>(room_select!("WHERE r.invite_code = ?"))
-            .bind(code)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(StoreError::NotFound)
+        sqlx::query_as::<_, Room>(room_select!(
+            "WHERE r.invite_code = ? AND BINARY r.invite_code = ?"
+        ))
+        .bind(code)
+        .bind(code)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)
     }
 
     /// Public rooms whose name contains `search` (all when `None`), by name, with the total count.
@@ -217,16 +224,26 @@ impl Store {
     ///
     /// # Errors
     /// [`StoreError::NotFound`] when there is no such room.
-    pub async fn update_room(&self, id: Uuid, upd: RoomUpdate<'_>) -> StoreResult<Room> {
+    pub async fn update_room(
+        &self,
+        id: Uuid,
+        actor: Uuid,
+        upd: RoomUpdate<'_>,
+    ) -> StoreResult<Room> {
+        // The admin check is part of the statement, so an admin removed a moment ago cannot still write.
         let res = sqlx::query(
             "UPDATE rooms SET name = COALESCE(?, name), description = COALESCE(?, description), \
-             is_private = COALESCE(?, is_private), updated_at = ? WHERE id = ?",
+             is_private = COALESCE(?, is_private), invite_code = COALESCE(?, invite_code), updated_at = ? \
+             WHERE id = ? AND EXISTS (SELECT 1 FROM room_members m \
+               WHERE m.room_id = rooms.id AND m.user_id = ? AND m.role = 'admin')",
         )
         .bind(upd.name)
         .bind(upd.description)
         .bind(upd.is_private)
+        .bind(upd.invite_code)
         .bind(Utc::now())
         .bind(id)
+        .bind(actor)
         .execute(&self.pool)
         .await?;
         if res.rows_affected() == 0 {
@@ -239,11 +256,15 @@ impl Store {
     ///
     /// # Errors
     /// [`StoreError::NotFound`] when there is no such room.
-    pub async fn delete_room(&self, id: Uuid) -> StoreResult<()> {
-        let res = sqlx::query("DELETE FROM rooms WHERE id = ?")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+    pub async fn delete_room(&self, id: Uuid, actor: Uuid) -> StoreResult<()> {
+        let res = sqlx::query(
+            "DELETE FROM rooms WHERE id = ? AND EXISTS (SELECT 1 FROM room_members m \
+               WHERE m.room_id = rooms.id AND m.user_id = ? AND m.role = 'admin')",
+        )
+        .bind(id)
+        .bind(actor)
+        .execute(&self.pool)
+        .await?;
         if res.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
@@ -254,13 +275,17 @@ impl Store {
     ///
     /// # Errors
     /// [`StoreError::NotFound`] when there is no such room.
-    pub async fn set_invite_code(&self, id: Uuid, code: &str) -> StoreResult<()> {
-        let res = sqlx::query("UPDATE rooms SET invite_code = ?, updated_at = ? WHERE id = ?")
-            .bind(code)
-            .bind(Utc::now())
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+    pub async fn set_invite_code(&self, id: Uuid, actor: Uuid, code: &str) -> StoreResult<()> {
+        let res = sqlx::query(
+            "UPDATE rooms SET invite_code = ?, updated_at = ? WHERE id = ? AND EXISTS (SELECT 1 \
+               FROM room_members m WHERE m.room_id = rooms.id AND m.user_id = ? AND m.role = 'admin')",
+        )
+        .bind(code)
+        .bind(Utc::now())
+        .bind(id)
+        .bind(actor)
+        .execute(&self.pool)
+        .await?;
         if res.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
@@ -302,18 +327,29 @@ impl Store {
         .await?)
     }
 
-    /// Adds `user` as a member; returns `false` when they already were one (nothing changes then).
+    /// Adds `user` as a member if the room is public (`code` is `None`) or `code` is its current invite
+    /// code (compared byte for byte: the column's collation is case-insensitive) — checked in the same statement, so a code rotated a moment ago no longer admits anyone.
+    /// Returns `false` when nothing was added (already a member, wrong or stale code, no such room).
     ///
     /// # Errors
-    /// Database errors (a deleted room surfaces as a foreign-key error).
-    pub async fn add_member(&self, room: Uuid, user: Uuid) -> StoreResult<bool> {
+    /// Database errors.
+    pub async fn add_member(
+        &self,
+        room: Uuid,
+        user: Uuid,
+        code: Option<&str>,
+    ) -> StoreResult<bool> {
         let res = sqlx::query(
-            "INSERT INTO room_members (room_id, user_id, role, joined_at) VALUES (?, ?, 'member', ?) \
-             ON DUPLICATE KEY UPDATE room_id = room_id",
+            "INSERT INTO room_members (room_id, user_id, role, joined_at) \
+             SELECT r.id, ?, 'member', ? FROM rooms r \
+             WHERE r.id = ? AND ((? IS NULL AND r.is_private = FALSE) OR BINARY r.invite_code = ?) \
+             ON DUPLICATE KEY UPDATE room_members.room_id = room_members.room_id",
         )
-        .bind(room)
         .bind(user)
         .bind(Utc::now())
+        .bind(room)
+        .bind(code)
+        .bind(code)
         .execute(&self.pool)
         .await?;
         Ok(res.rows_affected() == 1)
@@ -347,14 +383,22 @@ impl Store {
         Ok(rows.into_iter().map(|(u,)| u).collect())
     }
 
-    /// Removes `user` from `room` (leave or kick), keeping the last-admin rule; deletes the room when
-    /// its last member leaves.
+    /// Removes `user` from `room` — a leave (`actor` `None`) or a kick by `actor`, who must be an admin
+    /// under the same lock — keeping the last-admin rule; deletes the room when its last member leaves.
     ///
     /// # Errors
     /// Database errors.
-    pub async fn remove_member(&self, room: Uuid, user: Uuid) -> StoreResult<MembershipChange> {
+    pub async fn remove_member(
+        &self,
+        room: Uuid,
+        user: Uuid,
+        actor: Option<Uuid>,
+    ) -> StoreResult<MembershipChange> {
         let mut tx = self.pool.begin().await?;
         let roles = lock_roles(&mut tx, room).await?;
+        if actor.is_some_and(|a| roles.role_of(a) != Some("admin")) {
+            return Ok(MembershipChange::NotAdmin);
+        }
         if roles.role_of(user).is_none() {
             return Ok(MembershipChange::NotMember);
         }
@@ -378,18 +422,23 @@ impl Store {
         Ok(MembershipChange::Done)
     }
 
-    /// Sets a member's role, refusing to demote the last admin.
+    /// Sets a member's role on behalf of `actor`, who must be an admin under the same lock; refuses to
+    /// demote the last admin.
     ///
     /// # Errors
     /// Database errors.
     pub async fn set_role(
         &self,
         room: Uuid,
+        actor: Uuid,
         user: Uuid,
         role: &str,
     ) -> StoreResult<MembershipChange> {
         let mut tx = self.pool.begin().await?;
         let roles = lock_roles(&mut tx, room).await?;
+        if roles.role_of(actor) != Some("admin") {
+            return Ok(MembershipChange::NotAdmin);
+        }
         if roles.role_of(user).is_none() {
             return Ok(MembershipChange::NotMember);
         }

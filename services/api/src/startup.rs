@@ -45,12 +45,16 @@ impl Application {
             .await
             .with_context(|| format!("binding {addr}"))?;
         let port = listener.local_addr()?.port();
+        let hash_slots = config.password_hash_concurrency.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
+        });
         let state = AppState {
             config: Arc::new(config),
             store,
             bus,
             tokens,
             hasher: Arc::new(PasswordHasher::new()),
+            hash_slots: Arc::new(tokio::sync::Semaphore::new(hash_slots)),
         };
         Ok(Self {
             listener,

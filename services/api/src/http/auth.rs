@@ -123,7 +123,7 @@ async fn register(
     let hash = st
         .hash_password(password.expose().to_owned())
         .await
-        .map_err(ApiError::Internal)?;
+        .map_err(ApiError::hashing)?;
     let user = st
         .store
         .create_user(NewUser {
@@ -176,6 +176,14 @@ async fn login(
     let (Some(login), Some(password), true) = (login, req.password, errs.is_empty()) else {
         return Err(errs.into());
     };
+    // The account budget is keyed by the account the login resolves to, not by the text typed: the
+    // lookup's collation treats `àlice` or `al\u{200b}ice` as `alice`, so keying by text would give each
+    // spelling a fresh budget. Unknown logins share one budget per normalised text.
+    let user = st.store.user_by_login(&login).await?;
+    let account = match &user {
+        Some(u) => u.id.to_string(),
+        None => format!("unknown:{}", login.trim().to_lowercase()),
+    };
     let window = st.config.login_rate_window;
     let keys = st.bus.keys();
     for (key, limit) in [
@@ -184,7 +192,7 @@ async fn login(
             st.config.login_attempts_per_ip,
         ),
         (
-            keys.rate_limit("login:acct", &login.trim().to_lowercase()),
+            keys.rate_limit("login:acct", &account),
             st.config.login_attempts_per_account,
         ),
     ] {
@@ -196,11 +204,10 @@ async fn login(
             });
         }
     }
-    let user = st.store.user_by_login(&login).await?;
     let ok = st
         .verify_password(password, user.as_ref().map(|u| u.password_hash.clone()))
         .await
-        .map_err(ApiError::Internal)?;
+        .map_err(ApiError::hashing)?;
     let Some(user) = user.filter(|_| ok) else {
         tracing::info!(%ip, "failed login");
         return Err(ApiError::Unauthorized("invalid credentials"));

@@ -104,6 +104,15 @@ impl ApiError {
     pub fn internal(e: impl Into<anyhow::Error>) -> Self {
         Self::Internal(e.into())
     }
+
+    /// A password hashing failure: 503 when every hashing slot stayed busy, else 500.
+    pub fn hashing(e: anyhow::Error) -> Self {
+        if e.is::<crate::state::HashingBusy>() {
+            Self::Unavailable(e)
+        } else {
+            Self::Internal(e)
+        }
+    }
 }
 
 impl From<chat_store::StoreError> for ApiError {

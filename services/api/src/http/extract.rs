@@ -163,7 +163,9 @@ impl FromRequestParts<AppState> for AuthUser {
 #[derive(Debug, Clone, Copy)]
 pub struct RevokedToken;
 
-/// The client's address: the peer address, or the first `X-Forwarded-For` hop when `TRUST_PROXY` is on.
+/// The client's address: the peer address, or — when `TRUST_PROXY` is on — the **right-most**
+/// `X-Forwarded-For` entry, the one our own proxy appended. (The left-most entries are whatever the client
+/// sent, so trusting them would let anyone pick a fresh address per request.)
 pub fn client_ip(
     parts_headers: &HeaderMap,
     peer: Option<&ConnectInfo<SocketAddr>>,
@@ -173,7 +175,7 @@ pub fn client_ip(
         if let Some(ip) = parts_headers
             .get("x-forwarded-for")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.rsplit(',').next())
             .and_then(|v| v.trim().parse().ok())
         {
             return ip;

@@ -112,12 +112,21 @@ pub fn router(state: AppState) -> Router {
                         .get("x-request-id")
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("");
-                    tracing::info_span!("request", method = %req.method(), path = req.uri().path(), request_id)
+                    tracing::info_span!("request", method = %req.method(), path = %log_path(req.uri().path()), request_id)
                 })
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+/// The path as logged: invite codes are secrets (they admit people to private rooms), so they are
+/// replaced by a placeholder.
+fn log_path(path: &str) -> std::borrow::Cow<'_, str> {
+    match path.strip_prefix("/api/v1/invites/") {
+        Some(_) => "/api/v1/invites/{code}".into(),
+        None => path.into(),
+    }
 }
 
 /// `/ready`: 200 when MySQL and Redis answer, 503 naming what does not.

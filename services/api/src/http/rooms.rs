@@ -185,6 +185,15 @@ fn not_found(what: &'static str) -> impl Fn(StoreError) -> ApiError {
     }
 }
 
+/// An admin write that matched no row after `require_admin` passed: the caller lost admin (or the
+/// room went away) in between, and the statement's own admin check refused it.
+fn admin_raced(e: StoreError) -> ApiError {
+    match e {
+        StoreError::NotFound => ApiError::Forbidden("only room admins may do this"),
+        e => e.into(),
+    }
+}
+
 fn last_admin() -> ApiError {
     ApiError::Conflict {
         code: "LAST_ADMIN",
@@ -318,19 +327,24 @@ async fn update_room(
         RoomDescription::parse,
     );
     errs.into_result()?;
-    let (_, m) = require_admin(&st, id, user.id).await?;
+    let (current, m) = require_admin(&st, id, user.id).await?;
+    // Turning a room private retires its invite code: codes seen while it was public stop working.
+    let new_code =
+        (req.is_private == Some(true) && !current.is_private).then(chat_auth::new_invite_code);
     let room = st
         .store
         .update_room(
             id,
+            user.id,
             RoomUpdate {
                 name: name.as_ref().map(|n| n.as_str()),
                 description: description.as_ref().map(|d| d.as_str()),
                 is_private: req.is_private,
+                invite_code: new_code.as_deref(),
             },
         )
         .await
-        .map_err(not_found("room not found"))?;
+        .map_err(admin_raced)?;
     Ok(axum::Json(view(room, Some(&m))))
 }
 
@@ -345,9 +359,9 @@ async fn delete_room(
     let id = parse_id(&id, "room id")?;
     require_admin(&st, id, user.id).await?;
     st.store
-        .delete_room(id)
+        .delete_room(id, user.id)
         .await
-        .map_err(not_found("room not found"))?;
+        .map_err(admin_raced)?;
     tracing::info!(room_id = %id, user_id = %user.id, "room deleted");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -374,13 +388,14 @@ async fn join_room(
             joined: false,
         }));
     }
-    if room.is_private
-        && req.invite_code.as_deref() != Some(room.invite_code.as_deref().unwrap_or_default())
-    {
-        // Same answer as for a room that does not exist: a private room is not revealed.
-        return Err(ApiError::NotFound("room not found"));
-    }
-    add_and_view(&st, room, user.id).await
+    // A private room needs its invite code (checked again by the insert itself); a wrong code gets the
+    // same answer as a room that does not exist, so a private room is not revealed.
+    let code = if room.is_private {
+        Some(req.invite_code.as_deref().unwrap_or_default())
+    } else {
+        None
+    };
+    add_and_view(&st, room.id, user.id, code).await
 }
 
 /// Join the room an invite code (or invite link `/join/<code>`) points to.
@@ -405,30 +420,32 @@ async fn join_by_code(
             joined: false,
         }));
     }
-    add_and_view(&st, room, user.id).await
+    add_and_view(&st, room.id, user.id, Some(code.trim())).await
 }
 
-async fn add_and_view(st: &AppState, room: Room, user: Uuid) -> Result<axum::Json<JoinResponse>> {
-    let joined = st
-        .store
-        .add_member(room.id, user)
-        .await
-        .map_err(|e| match e {
-            // The room was deleted between the read and the insert.
-            StoreError::Database(_) => ApiError::NotFound("room not found"),
-            e => e.into(),
-        })?;
+/// Adds the member (the store re-checks privacy and the invite code in the insert itself) and answers
+/// with the room as the caller now sees it; 404 when the code went stale or the room went away.
+async fn add_and_view(
+    st: &AppState,
+    room: Uuid,
+    user: Uuid,
+    code: Option<&str>,
+) -> Result<axum::Json<JoinResponse>> {
+    let joined = st.store.add_member(room, user, code).await?;
+    let m = st.store.membership(room, user).await?;
+    let Some(m) = m else {
+        return Err(ApiError::NotFound("room not found"));
+    };
     let room = st
         .store
-        .room(room.id)
+        .room(room)
         .await
         .map_err(not_found("room not found"))?;
-    let m = st.store.membership(room.id, user).await?;
     if joined {
         tracing::info!(room_id = %room.id, user_id = %user, "member joined");
     }
     Ok(axum::Json(JoinResponse {
-        room: view(room, m.as_ref()),
+        room: view(room, Some(&m)),
         joined,
     }))
 }
@@ -461,10 +478,12 @@ async fn leave_room(
 ) -> Result<StatusCode> {
     let id = parse_id(&id, "room id")?;
     load_visible(&st, id, user.id).await?;
-    match st.store.remove_member(id, user.id).await? {
+    match st.store.remove_member(id, user.id, None).await? {
         MembershipChange::Done | MembershipChange::RoomDeleted => Ok(StatusCode::NO_CONTENT),
         MembershipChange::NotMember => Err(ApiError::NotFound("not a member of this room")),
         MembershipChange::LastAdmin => Err(last_admin()),
+        // A leave has no actor to check; NotAdmin cannot come back.
+        MembershipChange::NotAdmin => Err(ApiError::Forbidden("only room admins may do this")),
     }
 }
 
@@ -508,8 +527,13 @@ async fn set_role(
         return Err(errs.into());
     };
     require_admin(&st, id, user.id).await?;
-    match st.store.set_role(id, target, role.as_str()).await? {
+    match st
+        .store
+        .set_role(id, user.id, target, role.as_str())
+        .await?
+    {
         MembershipChange::Done | MembershipChange::RoomDeleted => Ok(StatusCode::NO_CONTENT),
+        MembershipChange::NotAdmin => Err(ApiError::Forbidden("only room admins may do this")),
         MembershipChange::NotMember => Err(ApiError::NotFound("not a member of this room")),
         MembershipChange::LastAdmin => Err(last_admin()),
     }
@@ -532,13 +556,14 @@ async fn kick(
             "use POST /rooms/{id}/leave to leave a room".into(),
         ));
     }
-    match st.store.remove_member(id, target).await? {
+    match st.store.remove_member(id, target, Some(user.id)).await? {
         MembershipChange::Done | MembershipChange::RoomDeleted => {
             tracing::info!(room_id = %id, user_id = %target, by = %user.id, "member removed");
             Ok(StatusCode::NO_CONTENT)
         }
         MembershipChange::NotMember => Err(ApiError::NotFound("not a member of this room")),
         MembershipChange::LastAdmin => Err(last_admin()),
+        MembershipChange::NotAdmin => Err(ApiError::Forbidden("only room admins may do this")),
     }
 }
 
@@ -554,8 +579,8 @@ async fn rotate_invite(
     require_admin(&st, id, user.id).await?;
     let code = chat_auth::new_invite_code();
     st.store
-        .set_invite_code(id, &code)
+        .set_invite_code(id, user.id, &code)
         .await
-        .map_err(not_found("room not found"))?;
+        .map_err(admin_raced)?;
     Ok(axum::Json(InviteCode { invite_code: code }))
 }

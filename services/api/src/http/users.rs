@@ -71,14 +71,14 @@ async fn update_me(
                 Some(current.password_hash),
             )
             .await
-            .map_err(ApiError::Internal)?;
+            .map_err(ApiError::hashing)?;
         if !ok {
             return Err(ApiError::field("currentPassword", "is incorrect"));
         }
         password_hash = Some(
             st.hash_password(new.expose().to_owned())
                 .await
-                .map_err(ApiError::Internal)?,
+                .map_err(ApiError::hashing)?,
         );
     }
     let updated = st

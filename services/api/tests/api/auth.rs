@@ -516,3 +516,100 @@ async fn anonymous_requests_are_limited_per_client_address() {
         .as_u64()
         .is_some_and(|ms| ms > 0 && ms <= 60_000));
 }
+
+#[tokio::test]
+async fn other_spellings_of_a_login_share_the_accounts_attempt_budget() {
+    let app = spawn_app_with(&[
+        ("LOGIN_ATTEMPTS_PER_ACCOUNT", "3"),
+        ("LOGIN_ATTEMPTS_PER_IP", "1000"),
+    ])
+    .await;
+    app.register("alice").await;
+    // The case-insensitive collation finds `alice` for each of these; they must not get fresh budgets.
+    for login in ["alice", "ALICE", "àlice"] {
+        let (status, _) = app
+            .post(
+                "/api/v1/auth/login",
+                None,
+                json!({"login": login, "password": "wrong-password"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{login}");
+    }
+    let (status, _) = app
+        .post(
+            "/api/v1/auth/login",
+            None,
+            json!({"login": "Alice", "password": "password-alice"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn behind_a_proxy_the_client_address_is_the_right_most_forwarded_hop() {
+    let app = spawn_app_with(&[("TRUST_PROXY", "true"), ("LOGIN_ATTEMPTS_PER_IP", "2")]).await;
+    let attempt = |spoofed: &str| {
+        app.client
+            .post(app.url("/api/v1/auth/login"))
+            .header("X-Forwarded-For", format!("{spoofed}, 203.0.113.7"))
+            .json(&json!({"login": "nobody", "password": "whatever1"}))
+            .send()
+    };
+    // A client varying the left-most entry still counts as 203.0.113.7, the address our proxy saw.
+    assert_eq!(
+        attempt("1.1.1.1").await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        attempt("2.2.2.2").await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        attempt("3.3.3.3").await.unwrap().status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+#[tokio::test]
+async fn concurrent_logins_queue_for_the_hashing_slots_and_succeed() {
+    let app = spawn_app_with(&[("PASSWORD_HASH_CONCURRENCY", "1")]).await;
+    app.register("alice").await;
+    let logins = (0..4).map(|_| {
+        app.post(
+            "/api/v1/auth/login",
+            None,
+            json!({"login": "alice", "password": "password-alice"}),
+        )
+    });
+    for (status, body) in futures_join_all(logins).await {
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+}
+
+async fn futures_join_all<F: std::future::Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let handles: Vec<_> = futs.collect();
+    let mut out = Vec::new();
+    // Poll them together: join via a local set of pinned futures.
+    let mut pinned: Vec<std::pin::Pin<Box<F>>> = handles.into_iter().map(Box::pin).collect();
+    let mut results: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in pinned.iter_mut().enumerate() {
+            if results[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => results[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.extend(results.into_iter().flatten());
+    out
+}

@@ -479,3 +479,119 @@ async fn members_are_listed_with_roles_and_admins_change_roles_and_kick() {
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn invite_codes_are_case_sensitive() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let room = app.create_room(&alice, "Secret", true).await;
+    let code = room["inviteCode"].as_str().unwrap();
+    let flipped: String = code
+        .chars()
+        .map(|c| {
+            if c.is_ascii_lowercase() {
+                c.to_ascii_uppercase()
+            } else {
+                c.to_ascii_lowercase()
+            }
+        })
+        .collect();
+    assert_ne!(flipped, code);
+    let (status, _) = app
+        .post(
+            "/api/v1/rooms/join",
+            Some(&bob.token),
+            json!({"inviteCode": flipped}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = app
+        .post(
+            "/api/v1/rooms/join",
+            Some(&bob.token),
+            json!({"inviteCode": code}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn making_a_room_private_retires_the_invite_code_seen_while_public() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let room = app.create_room(&alice, "Open", false).await;
+    let old = room["inviteCode"].as_str().unwrap().to_owned();
+    let (status, body) = app
+        .patch(
+            &format!("/api/v1/rooms/{}", id_of(&room)),
+            Some(&alice.token),
+            json!({"isPrivate": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_ne!(body["inviteCode"].as_str().unwrap(), old);
+    let (status, _) = app
+        .post(
+            "/api/v1/rooms/join",
+            Some(&bob.token),
+            json!({"inviteCode": old}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn admin_writes_recheck_the_callers_role_in_the_same_statement() {
+    // What a request that passed its admin check just before the caller was demoted would run.
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let room = app.create_room(&alice, "Team", false).await;
+    let id = id_of(&room);
+    app.post(
+        &format!("/api/v1/rooms/{id}/join"),
+        Some(&bob.token),
+        json!({}),
+    )
+    .await;
+    let s = &app.store;
+    assert!(matches!(
+        s.set_invite_code(id, bob.id, "stolen-code").await,
+        Err(chat_store::StoreError::NotFound)
+    ));
+    assert!(matches!(
+        s.delete_room(id, bob.id).await,
+        Err(chat_store::StoreError::NotFound)
+    ));
+    assert!(matches!(
+        s.update_room(
+            id,
+            bob.id,
+            chat_store::rooms::RoomUpdate {
+                name: Some("x"),
+                ..Default::default()
+            }
+        )
+        .await,
+        Err(chat_store::StoreError::NotFound)
+    ));
+    assert_eq!(
+        s.set_role(id, bob.id, bob.id, "admin").await.unwrap(),
+        chat_store::rooms::MembershipChange::NotAdmin
+    );
+    assert_eq!(
+        s.remove_member(id, alice.id, Some(bob.id)).await.unwrap(),
+        chat_store::rooms::MembershipChange::NotAdmin
+    );
+    // A stale invite code admits nobody, even to a public room.
+    assert!(!s
+        .add_member(id, uuid::Uuid::now_v7(), Some("stale"))
+        .await
+        .unwrap());
+    let (status, r) = app
+        .get(&format!("/api/v1/rooms/{id}"), Some(&alice.token))
+        .await;
+    assert_eq!((status, r["name"].as_str()), (StatusCode::OK, Some("Team")));
+}
