@@ -113,7 +113,9 @@ pub struct WorkerConfig {
     /// The longest back-off between retries while MySQL is unreachable (`WORKER_RETRY_MAX_MS`, 5000).
     pub retry_max_backoff: Duration,
     /// An edit or delete whose message is not in MySQL yet (another replica may still be writing it) is
-    /// retried for this long, then dead-lettered (`WORKER_MISSING_TARGET_MS`, 10000).
+    /// retried for this long, then dead-lettered (`WORKER_MISSING_TARGET_MS`, 120000). It must exceed
+    /// `WORKER_CLAIM_IDLE_MS` plus a batch: the message may be pending on a replica that died, and is only
+    /// taken over after the claim idle time.
     pub missing_target_timeout: Duration,
     /// Approximate cap of each dead-letter stream (`WORKER_DEAD_LETTER_MAXLEN`, 100000).
     pub dead_letter_maxlen: u64,
@@ -296,7 +298,7 @@ impl Config {
                 )?),
                 missing_target_timeout: Duration::from_millis(r.num(
                     "WORKER_MISSING_TARGET_MS",
-                    10_000,
+                    120_000,
                     0,
                     86_400_000,
                 )?),

@@ -83,6 +83,31 @@ pub struct BatchOutcome {
 /// Rows per statement: well under the 65,535 placeholders MySQL allows.
 const CHUNK: usize = 2_000;
 
+/// Text bytes per statement carrying message content. A statement must fit `max_allowed_packet`
+/// (16 MiB on MariaDB, 64 MiB on MySQL 8 by default); 2,000 messages of 4,000 four-byte characters would
+/// be 32 MB, fail every time and stall the shard, so content-carrying statements are also split by size.
+const CHUNK_BYTES: usize = 4 * 1024 * 1024;
+
+/// Splits `items` into runs of at most [`CHUNK`] items and about [`CHUNK_BYTES`] bytes (a single item
+/// larger than that gets a run of its own).
+fn sized_chunks<T>(items: &[T], size: impl Fn(&T) -> usize) -> Vec<&[T]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, item) in items.iter().enumerate() {
+        let n = size(item) + 64; // the row's other columns and placeholders
+        if i > start && (i - start >= CHUNK || bytes + n > CHUNK_BYTES) {
+            out.push(&items[start..i]);
+            start = i;
+            bytes = 0;
+        }
+        bytes += n;
+    }
+    if start < items.len() {
+        out.push(&items[start..]);
+    }
+    out
+}
+
 impl Store {
     /// Applies a batch in one transaction: messages, then edits, then deletes, then cursors, then
     /// `last_seen`.
@@ -101,7 +126,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
 
-        for chunk in b.messages.chunks(CHUNK) {
+        for chunk in sized_chunks(&b.messages, |m| m.content.len()) {
             let mut qb = QueryBuilder::<MySql>::new(
                 "INSERT INTO messages (id, room_id, seq, sender_id, type, content, client_msg_id, created_at) ",
             );
@@ -121,7 +146,7 @@ impl Store {
             out.rows += qb.build().execute(&mut *tx).await?.rows_affected();
         }
 
-        for chunk in b.edits.chunks(CHUNK) {
+        for chunk in sized_chunks(&b.edits, |e| e.content.len()) {
             let mut qb = QueryBuilder::<MySql>::new("UPDATE messages m JOIN (");
             for (i, e) in chunk.iter().enumerate() {
                 if i > 0 {
@@ -288,5 +313,35 @@ pub fn is_entry_error(e: &StoreError) -> bool {
             )
         }
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_are_split_by_rows_and_by_bytes() {
+        let small = vec![10usize; 4_500];
+        let runs = sized_chunks(&small, |n| *n);
+        assert_eq!(
+            runs.iter().map(|r| r.len()).collect::<Vec<_>>(),
+            [2_000, 2_000, 500]
+        );
+        // 16,000-byte contents (4,000 four-byte characters): about 260 per 4 MiB statement.
+        let big = vec![16_000usize; 2_000];
+        let runs = sized_chunks(&big, |n| *n);
+        assert!(runs.len() >= 7, "{}", runs.len());
+        assert!(runs
+            .iter()
+            .all(|r| r.iter().map(|n| n + 64).sum::<usize>() <= CHUNK_BYTES));
+        assert_eq!(runs.iter().map(|r| r.len()).sum::<usize>(), 2_000);
+        let huge = vec![CHUNK_BYTES * 2, 1];
+        assert_eq!(
+            sized_chunks(&huge, |n| *n).len(),
+            2,
+            "an oversized item stands alone"
+        );
+        assert!(sized_chunks::<usize>(&[], |n| *n).is_empty());
     }
 }

@@ -158,10 +158,16 @@ impl ShardLoop {
         if let Some(c) = &self.conn {
             return Ok(c.clone());
         }
+        // Bounded waits: without a response timeout a Redis host that vanishes without closing the TCP
+        // connection (failover, node loss) would hang this shard's blocking XREADGROUP forever. Our
+        // blocking reads wait at most ~0.5 s, so 10 s only ever fires on a dead connection.
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(std::time::Duration::from_secs(5))
+            .set_response_timeout(std::time::Duration::from_secs(10));
         let mut c = self
             .shared
             .client
-            .get_multiplexed_async_connection()
+            .get_multiplexed_async_connection_with_config(&config)
             .await?;
         // Create the group (and the stream) if this is the first worker ever, reading from the start.
         let created: RedisResult<()> = redis::cmd("XGROUP")

@@ -33,6 +33,14 @@ impl Application {
     /// Unreachable MySQL, a failed migration, an invalid Redis URL or a port in use.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let shards = config.shards;
+        if config.worker.missing_target_timeout <= config.worker.claim_idle {
+            tracing::warn!(
+                missing_target_ms = config.worker.missing_target_timeout.as_millis(),
+                claim_idle_ms = config.worker.claim_idle.as_millis(),
+                "WORKER_MISSING_TARGET_MS should exceed WORKER_CLAIM_IDLE_MS: an edit or delete whose \
+                 message is pending on a dead replica may be dead-lettered before the message is claimed"
+            );
+        }
         // One connection per shard loop, plus room for readiness probes.
         let pool_size = config.database_max_connections.max(u32::from(shards) + 2);
         let store = Store::connect(config.database_url.expose(), pool_size)

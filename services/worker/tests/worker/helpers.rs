@@ -92,7 +92,7 @@ impl World {
                 .await
                 .expect("room");
             for u in &user_ids[1..] {
-                store.add_member(r.id, *u).await.expect("member");
+                store.add_member(r.id, *u, None).await.expect("member");
             }
             room_ids.push(r.id);
         }
