@@ -48,7 +48,7 @@ pub fn event<A: Serialize + ?Sized>(
 }
 
 /// Encodes an ACK (or BINARY_ACK) answering `ack_id` as the text of an Engine.IO message. `args` must
-/// serialize to a JSON array, as for [`event`].
+/// serialize to a JSON array, as for [`event`]; `&()` means no arguments (`[]`).
 ///
 /// # Errors
 /// As for [`event`].
@@ -64,8 +64,14 @@ pub fn ack<A: Serialize + ?Sized>(
         PacketKind::Ack
     };
     let mut buf = header(kind, nsp, Some(ack_id), attachments, 48);
+    let args_at = buf.len();
     serde_json::to_writer(&mut buf, args).map_err(|e| Error::InvalidJson(e.to_string()))?;
-    if buf.last() != Some(&b']') {
+    if &buf[args_at..] == b"null" {
+        // `()`: no arguments
+        buf.truncate(args_at);
+        buf.extend_from_slice(b"[]");
+    }
+    if buf.get(args_at) != Some(&b'[') || buf.last() != Some(&b']') {
         return Err(Error::ArgsNotArray);
     }
     String::from_utf8(buf).map_err(|e| Error::InvalidJson(e.to_string()))
@@ -173,5 +179,7 @@ mod tests {
         assert_eq!(ack("/", 5, &(1,), 0).unwrap(), "435[1]");
         assert_eq!(ack("/x", 5, &json!([]), 0).unwrap(), "43/x,5[]");
         assert_eq!(ack("/", 5, &json!({}), 0), Err(Error::ArgsNotArray));
+        assert_eq!(ack("/", 5, &(), 0).unwrap(), "435[]");
+        assert_eq!(ack("/", 5, &"a]", 0), Err(Error::ArgsNotArray));
     }
 }

@@ -121,6 +121,17 @@ pub(crate) enum In {
     Shutdown { reconnect: bool },
 }
 
+impl In {
+    /// The bytes this message holds, as counted against the mailbox's byte limit.
+    pub(crate) fn size(&self) -> usize {
+        match self {
+            In::Text(s) => s.len(),
+            In::Binary(b) => b.len(),
+            In::DisconnectSocket(_) | In::Shutdown { .. } => 0,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Transport {
     Polling,
@@ -134,7 +145,13 @@ pub(crate) enum Transport {
 pub(crate) struct State {
     out: VecDeque<Queued>,
     volatile: usize,
+    /// Replayed frames still counted as backlog: the queue may exceed its capacity by this much,
+    /// so that a recovering client is not closed by the first broadcast after its replay. Shrinks
+    /// by one per message taken from the queue.
+    replay_allowance: usize,
     pub(crate) mailbox: VecDeque<In>,
+    /// Bytes of the text and binary messages waiting in `mailbox` (polling POSTs).
+    pub(crate) mailbox_bytes: usize,
     pub(crate) closed: Option<DisconnectReason>,
     pub(crate) transport: Transport,
     pub(crate) poll_active: bool,
@@ -236,6 +253,10 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// How far past `queue_capacity` control packets (acks, connect replies, pings) may take the send
+/// queue before the connection is closed as not reading.
+pub(crate) const CONTROL_MARGIN: usize = 16;
+
 pub(crate) struct Conn {
     pub(crate) sid: Sid,
     /// When the handshake was answered: the heartbeat schedule starts here.
@@ -257,7 +278,9 @@ impl Conn {
             state: Mutex::new(State {
                 out: VecDeque::new(),
                 volatile: 0,
+                replay_allowance: 0,
                 mailbox: VecDeque::new(),
+                mailbox_bytes: 0,
                 closed: None,
                 transport,
                 poll_active: false,
@@ -285,55 +308,90 @@ impl Conn {
         }
     }
 
-    /// Queues a control packet (handshake, ping, ack, connect reply): never refused while open.
+    /// Queues a control packet (handshake, ack, namespace disconnect) from outside the driver.
+    ///
+    /// # Errors
+    /// [`SendError::Closed`], or [`SendError::Overflow`] when the queue is already more than
+    /// [`CONTROL_MARGIN`] past its capacity: the client is not reading, and the connection is closed.
     pub(crate) fn push_control(&self, out: Out) -> Result<(), SendError> {
-        let polling = {
-            let mut st = self.state();
-            if st.closed.is_some() {
-                return Err(SendError::Closed);
-            }
-            st.out.push_back(Queued {
-                out,
-                volatile: false,
-            });
-            st.transport != Transport::WebSocket
-        };
+        let polling = self.push_bounded(out)?;
         self.wake(polling);
         Ok(())
     }
 
-    /// Queues a control packet from the driver task itself: the driver flushes at the top of its
-    /// loop anyway, so only a pending long-polling GET needs waking.
+    /// Queues a control packet from the driver task itself (ping, connect reply, CONNECT_ERROR):
+    /// bounded as [`Conn::push_control`]. The driver flushes at the top of its loop anyway, so
+    /// only a pending long-polling GET needs waking.
     pub(crate) fn push_from_driver(&self, out: Out) -> Result<(), SendError> {
-        let polling = {
-            let mut st = self.state();
-            if st.closed.is_some() {
-                return Err(SendError::Closed);
-            }
-            st.out.push_back(Queued {
-                out,
-                volatile: false,
-            });
-            st.transport != Transport::WebSocket
-        };
+        let polling = self.push_bounded(out)?;
         if polling {
             self.wake_poller.notify_one();
         }
         Ok(())
     }
 
+    /// Queues a control packet unless the queue is [`CONTROL_MARGIN`] past its capacity (then the
+    /// connection is closed with [`DisconnectReason::QueueOverflow`]). Returns whether the session
+    /// is (still) polling.
+    fn push_bounded(&self, out: Out) -> Result<bool, SendError> {
+        let cap = self.shared.config.queue_capacity.max(1);
+        {
+            let mut st = self.state();
+            if st.closed.is_some() {
+                return Err(SendError::Closed);
+            }
+            if st.out.len() < cap + st.replay_allowance + CONTROL_MARGIN {
+                st.out.push_back(Queued {
+                    out,
+                    volatile: false,
+                });
+                return Ok(st.transport != Transport::WebSocket);
+            }
+        }
+        tracing::debug!(sid = %self.sid, "send queue overflow with control packets: closing");
+        self.close(DisconnectReason::QueueOverflow);
+        Err(SendError::Overflow)
+    }
+
+    /// Queues the frames replayed to a recovering socket, from the driver. They are not bounded by
+    /// the capacity (the connect hook chose them), and they raise it by their number until they
+    /// have been sent, so the broadcasts that follow them are not refused for their sake.
+    pub(crate) fn push_replay(&self, frames: Vec<Frame>) {
+        if frames.is_empty() {
+            return;
+        }
+        let polling = {
+            let mut st = self.state();
+            if st.closed.is_some() {
+                return;
+            }
+            st.replay_allowance += frames.len();
+            for f in frames {
+                st.out.push_back(Queued {
+                    out: Out::Frame(f),
+                    volatile: false,
+                });
+            }
+            st.transport != Transport::WebSocket
+        };
+        if polling {
+            self.wake_poller.notify_one();
+        }
+    }
+
     /// Queues an application frame under the overflow policy of its class.
     pub(crate) fn push(&self, out: Out, class: Class) -> Result<(), SendError> {
-        let cap = self.shared.config.queue_capacity.max(1);
         let (overflow, polling) = {
             let mut st = self.state();
             if st.closed.is_some() {
                 return Err(SendError::Closed);
             }
+            let base = self.shared.config.queue_capacity.max(1);
+            let cap = base + st.replay_allowance;
             let polling = st.transport != Transport::WebSocket;
             let overflow = match class {
                 Class::Volatile => {
-                    if st.out.len() >= cap - cap / 4 {
+                    if st.out.len() >= cap - base / 4 {
                         return Err(SendError::Dropped);
                     }
                     st.volatile += 1;
@@ -397,8 +455,10 @@ impl Conn {
             if q.volatile {
                 st.volatile -= 1;
             }
+            st.replay_allowance = st.replay_allowance.saturating_sub(1);
         }
         if st.out.is_empty() {
+            st.replay_allowance = 0;
             // Idle connections are the common case: give the buffer back.
             st.out.shrink_to_fit();
         }
@@ -430,8 +490,12 @@ impl Conn {
                 if q.volatile {
                     st.volatile -= 1;
                 }
+                st.replay_allowance = st.replay_allowance.saturating_sub(1);
                 taken.push(q.out);
             }
+        }
+        if st.out.is_empty() {
+            st.replay_allowance = 0;
         }
         taken
     }

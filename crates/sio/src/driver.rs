@@ -5,9 +5,11 @@
 //! application, and the WebSocket itself once there is one. It sleeps on a single timer (the next
 //! heartbeat or connect deadline), the WebSocket, and a `Notify` rung by anyone who queues output or
 //! mail for it. Application handlers run one at a time, in arrival order, as a future polled by this
-//! task, so the connection keeps reading (acks, pongs) while a handler awaits.
+//! task, so the connection keeps reading (acks, pongs) while a handler awaits — until `MAX_PENDING`
+//! packets wait behind it.
 
 use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -185,29 +187,38 @@ impl Driver {
         for c in &self.sockets {
             c.socket.core().fail_acks();
         }
+        let store = conn.shared.recovery.clone();
+        let recoverable = reason.is_recoverable() && !self.told_not_to_return;
         if let Some(f) = running.take() {
             // Let the handler in progress finish (its acks have just failed), within reason.
             if let Ok(Done::Connected {
+                ns,
                 result: Ok((socket, _)),
                 ..
             }) = tokio::time::timeout(Duration::from_secs(5), f).await
             {
                 socket.core().fail_acks();
-            }
-        }
-        let store = conn.shared.recovery.clone();
-        let recoverable = reason.is_recoverable() && !self.told_not_to_return;
-        for c in std::mem::take(&mut self.sockets) {
-            if let Some(store) = &store {
-                if recoverable {
-                    if let Some(session) = c.socket.core().session(c.ns.recovery_state(&c.socket)) {
+                // Accepted, but never connected: keep the session for the client's next attempt.
+                if let (Some(store), true) = (&store, recoverable) {
+                    if let Some(session) = socket.core().session(ns.recovery_state(&socket)) {
                         store.save(session).await;
                     }
-                } else if let Some(pid) = c.socket.core().pid {
+                }
+            }
+        }
+        for c in std::mem::take(&mut self.sockets) {
+            let core = c.socket.core();
+            if let (Some(store), false) = (&store, core.superseded.load(Ordering::Acquire)) {
+                if recoverable {
+                    if let Some(session) = core.session(c.ns.recovery_state(&c.socket)) {
+                        store.save(session).await;
+                    }
+                } else if let Some(pid) = core.pid {
                     store.remove(pid).await;
                 }
             }
             c.ns.disconnect(&c.socket, reason).await;
+            conn.shared.unregister_live(&c.socket);
         }
         if conn.state().linger {
             tokio::time::sleep(conn.shared.config.ping_timeout.min(Duration::from_secs(5))).await;
@@ -256,8 +267,13 @@ impl Driver {
 
     fn read_mailbox(&mut self) {
         while self.pending.len() < MAX_PENDING {
-            let Some(msg) = self.conn.state().mailbox.pop_front() else {
-                return;
+            let msg = {
+                let mut st = self.conn.state();
+                let Some(msg) = st.mailbox.pop_front() else {
+                    return;
+                };
+                st.mailbox_bytes = st.mailbox_bytes.saturating_sub(msg.size());
+                msg
             };
             match msg {
                 In::Text(s) => self.on_text(&s),
@@ -297,8 +313,13 @@ impl Driver {
                 self.conn.state().pong_deadline = None;
                 self.ping_deadline = Instant::now() + self.conn.shared.config.ping_interval;
             }
-            TextPacket::Ping(data) => {
-                let _ = self.conn.push_from_driver(Out::text(format!("3{data}")));
+            TextPacket::Ping(_) => {
+                // Engine.IO v4's heartbeat goes server → client; the only client ping is the
+                // upgrade's `2probe`, which the upgrade handshake consumes on the new WebSocket.
+                // Answering others would let a client grow the send queue at will (a polling
+                // client that never GETs), so, like the reference server, close.
+                tracing::debug!(sid = %self.conn.sid, "invalid heartbeat direction: closing");
+                self.conn.close(DisconnectReason::TransportError);
             }
             TextPacket::Message(m) => {
                 if self.conn.shared.mode == Mode::EngineEcho {
@@ -460,14 +481,20 @@ impl Driver {
         None
     }
 
-    /// The socket left for good: drop its recovery session, then run `f`.
+    /// The socket left for good: drop its recovery session (unless a recovering socket took it
+    /// over), then run `f`.
     fn forget_then(&self, c: &Connected, f: BoxFuture<()>) -> BoxFuture<Done> {
         match (&self.conn.shared.recovery, c.socket.core().pid) {
             (Some(store), Some(pid)) => {
-                let remove = store.remove(pid);
+                let store = store.clone();
+                let socket = c.socket.clone();
+                let shared = self.conn.shared.clone();
                 Box::pin(async move {
-                    remove.await;
+                    if !socket.core().superseded.load(Ordering::Acquire) {
+                        store.remove(pid).await;
+                    }
                     f.await;
+                    shared.unregister_live(&socket);
                     Done::Nothing
                 })
             }
@@ -488,20 +515,19 @@ impl Driver {
         Box::pin(async move {
             let mut ids = (Sid::random(), store.as_ref().map(|_| Sid::random()));
             let mut recovery = None;
+            let mut taken = None;
             if let (Some(store), Some(Value::Object(a))) = (&store, &auth) {
                 if let (Some(Value::String(pid)), Some(Value::String(offset))) =
                     (a.get("pid"), a.get("offset"))
                 {
                     if let Some(pid) = Sid::parse(pid) {
-                        match store.take(pid).await {
-                            Some(s) if s.nsp == nsp => {
-                                ids = (s.sid, Some(s.pid));
-                                recovery = Some(Recovery {
-                                    offset: offset.clone(),
-                                    state: s.state,
-                                });
-                            }
-                            _ => tracing::debug!(sid = %conn.sid, "session to recover not found"),
+                        if let Some(s) = recover(&conn, &ns, store, pid, &nsp).await {
+                            ids = (s.sid, Some(s.pid));
+                            recovery = Some(Recovery {
+                                offset: offset.clone(),
+                                state: s.state.clone(),
+                            });
+                            taken = Some(s);
                         }
                     }
                 }
@@ -511,9 +537,16 @@ impl Driver {
                 nsp: nsp.clone(),
                 auth,
                 recovery,
-                conn,
+                conn: conn.clone(),
             };
             let result = ns.connect(req, core).await;
+            if let (Some(store), Some(s)) = (&store, taken) {
+                // Refused, or the connection went away meanwhile: the session is the client's
+                // still, for its next attempt.
+                if result.is_err() || conn.closed().is_some() {
+                    store.save(s).await;
+                }
+            }
             Done::Connected { ns, nsp, result }
         })
     }
@@ -524,8 +557,17 @@ impl Driver {
         };
         match result {
             Ok((socket, replay)) => {
-                if self.conn.closed().is_some() {
+                if let Some(reason) = self.conn.closed() {
                     socket.core().fail_acks();
+                    // The connection closed as the hook accepted: keep the session.
+                    if let (Some(store), true) = (
+                        &self.conn.shared.recovery,
+                        reason.is_recoverable() && !self.told_not_to_return,
+                    ) {
+                        if let Some(session) = socket.core().session(ns.recovery_state(&socket)) {
+                            tokio::spawn(store.save(session));
+                        }
+                    }
                     return None;
                 }
                 self.ever_connected = true;
@@ -541,9 +583,7 @@ impl Driver {
                 }
                 reply.push_str(r#""}"#);
                 let _ = self.conn.push_from_driver(Out::text(reply));
-                for frame in replay {
-                    let _ = self.conn.push_from_driver(Out::Frame(frame));
-                }
+                self.conn.push_replay(replay);
                 let f = ns.connected(&socket);
                 // Saved while connected too, so the session survives a crash of this process.
                 let save = match (
@@ -560,6 +600,9 @@ impl Driver {
                     }),
                     None => f,
                 };
+                if let (Some(_), Some(pid)) = (&self.conn.shared.recovery, socket.core().pid) {
+                    self.conn.shared.register_live(pid, &socket);
+                }
                 // Most connections join one namespace: don't let the Vec round up to four slots.
                 self.sockets.reserve_exact(1);
                 self.sockets.push(Connected { ns, socket });
@@ -572,6 +615,68 @@ impl Driver {
                     .push_from_driver(Out::text(connect_error_packet(&nsp, &err)));
                 None
             }
+        }
+    }
+}
+
+/// How long a recovering CONNECT waits for the live socket it takes over to be torn down (its
+/// connection lets a handler in progress finish for up to 5 s first).
+const SUPERSEDE_WAIT: Duration = Duration::from_secs(10);
+
+/// Finds the session a recovering CONNECT to `nsp` names with `pid`.
+///
+/// If its socket is still connected on this server (the client noticed its transport died before
+/// the server did), that socket's connection is closed first, without saving the session again,
+/// and this waits until the namespace's `disconnect` for the old socket has run: the application
+/// sees the old socket leave before the connect hook sees it come back, and the session handed
+/// over carries the state the old socket had when it was taken over. A pid presented on another
+/// namespace than its session's is ignored (a fresh socket), and leaves that session alone.
+async fn recover(
+    conn: &Arc<Conn>,
+    ns: &Arc<dyn ErasedNamespace>,
+    store: &Arc<dyn crate::RecoveryStore>,
+    pid: Sid,
+    nsp: &str,
+) -> Option<crate::Session> {
+    let shared = &conn.shared;
+    if let Some(old) = shared.live_socket(pid) {
+        let core = old.core();
+        if &*core.nsp != nsp {
+            tracing::debug!(sid = %conn.sid, "session to recover belongs to another namespace");
+            return None;
+        }
+        tracing::debug!(sid = %conn.sid, old = %core.conn.sid, "recovering a socket still live here: closing its connection");
+        let session = core.session(ns.recovery_state(&old));
+        core.superseded.store(true, Ordering::Release);
+        core.conn.close(DisconnectReason::TransportClose);
+        let gone = async {
+            loop {
+                let left = shared.socket_left.notified();
+                tokio::pin!(left);
+                left.as_mut().enable();
+                if !shared.is_live(pid, &old) {
+                    return;
+                }
+                left.await;
+            }
+        };
+        if tokio::time::timeout(SUPERSEDE_WAIT, gone).await.is_err() {
+            tracing::debug!(sid = %conn.sid, "the socket taken over is slow to leave: recovering anyway");
+        }
+        // Whatever the store holds for it (saved at connect) is older than this.
+        let _ = store.take(pid).await;
+        return session;
+    }
+    match store.take(pid).await {
+        Some(s) if s.nsp == nsp => Some(s),
+        Some(s) => {
+            tracing::debug!(sid = %conn.sid, "session to recover belongs to another namespace");
+            store.save(s).await;
+            None
+        }
+        None => {
+            tracing::debug!(sid = %conn.sid, "session to recover not found");
+            None
         }
     }
 }

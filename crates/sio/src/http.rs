@@ -421,7 +421,8 @@ impl Drop for PostGuard<'_> {
     }
 }
 
-/// The most messages a session may have waiting for its driver before it is considered abusive.
+/// The most messages a session may have waiting for its driver before it is considered abusive
+/// (their bytes are capped too, at 2 × maxPayload).
 const MAX_MAILBOX: usize = 1024;
 
 async fn post(conn: Arc<Conn>, body: Body) -> Response {
@@ -478,6 +479,16 @@ async fn post(conn: Arc<Conn>, body: Body) -> Response {
             conn.close(DisconnectReason::TransportError);
             return EioError::BadRequest.response();
         }
+        // Bytes too: a client whose driver is busy (a slow handler, 32 packets pending) must not
+        // buffer MAX_MAILBOX × maxPayload. Refused as an oversized payload is, and closed.
+        let bytes: usize = msgs.iter().map(In::size).sum();
+        if st.mailbox_bytes + bytes > conn.shared.config.max_payload.saturating_mul(2) {
+            drop(st);
+            tracing::debug!(sid = %conn.sid, "polling client buffers more than 2 × maxPayload: closing");
+            conn.close(DisconnectReason::TransportError);
+            return (StatusCode::PAYLOAD_TOO_LARGE, "payload too large").into_response();
+        }
+        st.mailbox_bytes += bytes;
         st.mailbox.extend(msgs);
     }
     conn.wake_driver.notify_one();

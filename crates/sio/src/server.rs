@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use axum::routing::any;
@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::conn::{Conn, In};
 use crate::recovery::RecoveryStore;
 use crate::sid::Sid;
-use crate::socket::{ErasedNamespace, Namespace, NamespaceAdapter};
+use crate::socket::{AnySocket, ErasedNamespace, Namespace, NamespaceAdapter};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Mode {
@@ -34,6 +34,12 @@ pub(crate) struct Shared {
     drained: Notify,
     pub(crate) shutting_down: AtomicBool,
     shutdown_started: Notify,
+    /// With recovery on: the sockets connected here, by private id, so that a client recovering a
+    /// session whose socket is still live here (its old transport not yet noticed dead) can take
+    /// it over.
+    live_pids: Mutex<HashMap<Sid, Weak<dyn AnySocket>>>,
+    /// Rung when a socket leaves `live_pids`.
+    pub(crate) socket_left: Notify,
 }
 
 impl Shared {
@@ -49,6 +55,47 @@ impl Shared {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&sid);
+    }
+
+    pub(crate) fn register_live(&self, pid: Sid, socket: &Arc<dyn AnySocket>) {
+        self.live_pids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(pid, Arc::downgrade(socket));
+    }
+
+    /// The socket with private id `pid`, if it is connected here.
+    pub(crate) fn live_socket(&self, pid: Sid) -> Option<Arc<dyn AnySocket>> {
+        self.live_pids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&pid)
+            .and_then(Weak::upgrade)
+    }
+
+    /// Whether `socket` is still registered under `pid`.
+    pub(crate) fn is_live(&self, pid: Sid, socket: &Arc<dyn AnySocket>) -> bool {
+        self.live_pids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&pid)
+            .is_some_and(|w| std::ptr::addr_eq(w.as_ptr(), Arc::as_ptr(socket)))
+    }
+
+    /// `socket` is gone: forget it (unless its pid now belongs to a newer socket) and wake anyone
+    /// waiting for it to leave.
+    pub(crate) fn unregister_live(&self, socket: &Arc<dyn AnySocket>) {
+        let Some(pid) = socket.core().pid else { return };
+        {
+            let mut live = self.live_pids.lock().unwrap_or_else(|e| e.into_inner());
+            if live
+                .get(&pid)
+                .is_some_and(|w| std::ptr::addr_eq(w.as_ptr(), Arc::as_ptr(socket)))
+            {
+                live.remove(&pid);
+            }
+        }
+        self.socket_left.notify_waiters();
     }
 
     pub(crate) fn session(&self, sid: Sid) -> Option<Arc<Conn>> {
@@ -176,6 +223,8 @@ impl ServerBuilder {
                 drained: Notify::new(),
                 shutting_down: AtomicBool::new(false),
                 shutdown_started: Notify::new(),
+                live_pids: Mutex::new(HashMap::new()),
+                socket_left: Notify::new(),
             }),
         }
     }

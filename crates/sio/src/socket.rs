@@ -24,8 +24,9 @@ pub(crate) type BoxFuture<T> = crate::BoxFuture<T>;
 /// The server calls these methods from the connection's driver task, **one at a time per
 /// connection, in the order the packets arrived**: a socket's `event`s never overlap or reorder, and
 /// `connected` runs before its first `event`. While a call is in progress the connection keeps
-/// answering heartbeats and delivering acks, so a handler may `await` anything, including
-/// [`Socket::emit_with_ack`]. Work that must not delay the socket's next event should be spawned.
+/// reading pongs and delivering acks (so a handler may await [`Socket::emit_with_ack`]), but only
+/// until 32 packets wait behind the call: then it stops reading, acks and pongs included, until the
+/// call returns. Work that must not delay the socket's next event should be spawned.
 pub trait Namespace: Send + Sync + 'static {
     /// Per-socket application state, decided by [`Namespace::connect`].
     type Data: Send + Sync + 'static;
@@ -195,7 +196,8 @@ impl AckSender {
     /// Answers with `args` (a JSON array: `&(a,)`, a slice, a `Vec`…).
     ///
     /// # Errors
-    /// [`SendError::Closed`] or an encoding error.
+    /// [`SendError::Closed`], an encoding error, or [`SendError::Overflow`] when the client has
+    /// left more than the queue's capacity (plus a small margin) unread: the connection is closed.
     pub fn send<A: Serialize + ?Sized>(self, args: &A) -> Result<(), SendError> {
         let text = encode::ack(&self.nsp, self.id, args, 0)?;
         self.conn.push_control(Out::text(text))
@@ -234,6 +236,21 @@ pub enum AckError {
     Send(#[from] SendError),
 }
 
+/// Drops a pending server → client ack entry (see [`Socket::emit_with_ack`]).
+struct ForgetAck<'a> {
+    core: &'a SocketCore,
+    id: u64,
+}
+
+impl Drop for ForgetAck<'_> {
+    fn drop(&mut self) {
+        let mut acks = self.core.acks.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = acks.iter().position(|(i, _)| *i == self.id) {
+            acks.swap_remove(p);
+        }
+    }
+}
+
 /// The untyped part of a socket.
 pub(crate) struct SocketCore {
     pub(crate) id: Sid,
@@ -241,6 +258,9 @@ pub(crate) struct SocketCore {
     pub(crate) nsp: Arc<str>,
     pub(crate) conn: Arc<Conn>,
     pub(crate) connected: AtomicBool,
+    /// A recovering CONNECT elsewhere took this socket's session over: its teardown must neither
+    /// save nor remove the session (it belongs to the new socket now).
+    pub(crate) superseded: AtomicBool,
     next_ack: AtomicU64,
     /// Pending server → client acks. A Vec: there are rarely more than a few.
     acks: Mutex<Vec<(u64, oneshot::Sender<AckResponse>)>>,
@@ -254,6 +274,7 @@ impl SocketCore {
             nsp,
             conn,
             connected: AtomicBool::new(true),
+            superseded: AtomicBool::new(false),
             next_ack: AtomicU64::new(0),
             acks: Mutex::new(Vec::new()),
         }
@@ -418,27 +439,15 @@ impl<D: Send + Sync + 'static> Socket<D> {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push((id, tx));
-        if let Err(e) = self.send(&frame, Class::Durable) {
-            self.forget_ack(id);
-            return Err(e.into());
-        }
+        // Removes the pending entry however this future ends: error, timeout, or dropped by its
+        // caller before the answer (otherwise the entry would stay until the socket disconnects).
+        let _forget = ForgetAck { core, id };
+        self.send(&frame, Class::Durable)?;
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(_)) => Err(AckError::Disconnected),
-            Err(_) => {
-                self.forget_ack(id);
-                Err(AckError::Timeout)
-            }
+            Err(_) => Err(AckError::Timeout),
         }
-    }
-
-    fn forget_ack(&self, id: u64) {
-        self.inner
-            .core
-            .acks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|(i, _)| *i != id);
     }
 
     /// Disconnects the socket from its namespace (the client gets a DISCONNECT packet and does not

@@ -364,3 +364,50 @@ async fn a_connection_that_never_sends_connect_is_closed_after_the_connect_timeo
     );
     t.assert_no_sessions().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn client_pings_close_the_session_and_pongs_still_work() {
+    let t = spawn(sio::Config {
+        ping_interval: Duration::from_millis(300),
+        ping_timeout: Duration::from_millis(200),
+        ..config()
+    })
+    .await;
+    // Normal heartbeat: the server pings, the client pongs, the session lives on.
+    let (sid, _) = polling_open(t.addr).await;
+    for _ in 0..2 {
+        assert_eq!(poll(t.addr, &sid).await.body, "2");
+        assert_eq!(post(t.addr, &sid, "3").await.status, 200);
+    }
+    // A client that pings (the wrong direction) without ever polling would grow the send queue
+    // with pongs: the session is closed instead, and nothing is queued for it.
+    let pings = vec!["2xxxx"; 500].join("\x1e");
+    let r = post(t.addr, &sid, &pings).await;
+    assert!(r.status == 200 || r.status == 400, "{r:?}");
+    t.assert_no_sessions().await;
+    assert_eq!(poll(t.addr, &sid).await.status, 400);
+
+    // Same over a WebSocket.
+    let (mut ws, _) = ws_open(t.addr).await;
+    ws.send("2hello").await;
+    ws.closed().await;
+    t.assert_no_sessions().await;
+}
+
+#[tokio::test]
+async fn the_polling_mailbox_is_capped_in_bytes_while_the_handler_is_busy() {
+    let t = spawn(config()).await;
+    let (sid, _) = polling_open(t.addr).await;
+    // The handler never returns, and 40 more packets wait: 32 are taken as pending, the rest
+    // stays in the mailbox, and so does everything posted from now on.
+    let mut first = vec![r#"40"#, r#"42["hang"]"#];
+    first.extend(std::iter::repeat_n(r#"42["x"]"#, 40));
+    assert_eq!(post(t.addr, &sid, &first.join("\x1e")).await.status, 200);
+    // maxPayload is 10 000: two bodies of 8 000 bytes fit in 2 × maxPayload, a third does not.
+    let big = format!(r#"42["x","{}"]"#, "a".repeat(8_000));
+    assert_eq!(post(t.addr, &sid, &big).await.status, 200);
+    assert_eq!(post(t.addr, &sid, &big).await.status, 200);
+    assert_eq!(post(t.addr, &sid, &big).await.status, 413);
+    assert_eq!(poll(t.addr, &sid).await.status, 400);
+    t.assert_no_sessions().await;
+}

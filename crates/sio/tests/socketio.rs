@@ -523,3 +523,255 @@ async fn polling_session_does_socketio_end_to_end() {
         "43/custom,3[\"a\"]\x1e42/custom,[\"echo\",\"b\"]"
     );
 }
+
+fn connect_reply(text: &str, nsp_prefix: &str) -> (String, String) {
+    let v: Value = serde_json::from_str(text.strip_prefix(nsp_prefix).unwrap()).unwrap();
+    (
+        v["sid"].as_str().unwrap().to_owned(),
+        v["pid"].as_str().unwrap().to_owned(),
+    )
+}
+
+async fn next_disconnected(t: &mut TestServer, nsp: &str) -> DisconnectReason {
+    loop {
+        if let Rec::Disconnected { nsp: n, reason } = t.next().await {
+            if n == nsp {
+                return reason;
+            }
+        }
+    }
+}
+
+/// Waits (bounded) until the store holds `n` sessions.
+async fn store_holds(t: &TestServer, n: usize) {
+    for _ in 0..200 {
+        if t.store.len() == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the store holds {} sessions, not {n}", t.store.len());
+}
+
+#[tokio::test]
+async fn control_packets_for_a_client_that_never_polls_are_bounded() {
+    let mut t = spawn(sio::Config {
+        queue_capacity: 8,
+        ..config()
+    })
+    .await;
+    let (sid, _) = polling_open(t.addr).await;
+    post(t.addr, &sid, "40").await;
+    next_connected(&mut t).await;
+    // 40 acks never collected: the queue may pass its capacity by a small margin, then the
+    // connection is closed as not reading.
+    let acks: Vec<String> = (0..40).map(|i| format!(r#"42{i}["ack",{i}]"#)).collect();
+    assert_eq!(post(t.addr, &sid, &acks.join("\x1e")).await.status, 200);
+    assert_eq!(
+        next_disconnected(&mut t, "/").await,
+        DisconnectReason::QueueOverflow
+    );
+    assert_eq!(poll(t.addr, &sid).await.status, 400);
+    // CONNECT_ERRORs for unknown namespaces likewise.
+    let (sid, _) = polling_open(t.addr).await;
+    let connects = vec!["40/nope,"; 40].join("\x1e");
+    assert_eq!(post(t.addr, &sid, &connects).await.status, 200);
+    t.assert_no_sessions().await;
+    assert_eq!(poll(t.addr, &sid).await.status, 400);
+}
+
+#[tokio::test]
+async fn acks_may_carry_no_arguments() {
+    let t = spawn(config()).await;
+    let (mut ws, _) = ws_connected(t.addr, "").await;
+    ws.send(r#"427["ack-none"]"#).await;
+    assert_eq!(ws.text().await, "437[]");
+}
+
+// A current-thread runtime: the server's tasks run on this thread, under its log subscriber.
+#[tokio::test(flavor = "current_thread")]
+async fn a_dropped_emit_with_ack_forgets_its_pending_ack() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let mut t = spawn(config()).await;
+    let (mut ws, _) = ws_connected(t.addr, "").await;
+    next_connected(&mut t).await;
+    let s = t.sockets.lock().unwrap()[0].clone();
+    // Polled once (the question goes out), then dropped by its caller.
+    let asked = s.emit_with_ack("question", &(), Duration::from_secs(60));
+    assert!(futures_util::FutureExt::now_or_never(asked).is_none());
+    assert_eq!(ws.text().await, r#"420["question"]"#);
+    // The late answer finds no pending entry (acks are routed before later events are handled).
+    ws.send(r#"430["late"]"#).await;
+    ws.send(r#"421["ack","after"]"#).await;
+    assert_eq!(ws.text().await, r#"431["after"]"#);
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(text.contains("ack for an unknown id: ignored"), "{text}");
+}
+
+#[tokio::test]
+async fn a_replay_does_not_make_the_next_broadcast_overflow_the_queue() {
+    // Polling: nothing drains the queue until the client polls.
+    let mut t = spawn_with(
+        sio::Config {
+            queue_capacity: 4,
+            ..config()
+        },
+        true,
+    )
+    .await;
+    let (sid, _) = polling_open(t.addr).await;
+    post(t.addr, &sid, "40").await;
+    let (_, pid) = connect_reply(&poll(t.addr, &sid).await.body, "40");
+    next_connected(&mut t).await;
+    assert_eq!(post(t.addr, &sid, "1").await.status, 200);
+    assert!(next_disconnected(&mut t, "/").await.is_recoverable());
+
+    let (sid, _) = polling_open(t.addr).await;
+    post(
+        t.addr,
+        &sid,
+        &format!(r#"40{{"pid":"{pid}","offset":"o-1","replay":10}}"#),
+    )
+    .await;
+    next_connected(&mut t).await;
+    let s = t.sockets.lock().unwrap().last().unwrap().clone();
+    let frame = Frame::event("/", "room", &(1,)).unwrap();
+    // The CONNECT reply and 10 replayed frames wait, far over the capacity of 4: the replay
+    // counts as backlog the broadcasts that follow it may exceed.
+    for _ in 0..3 {
+        assert_eq!(s.send(&frame, Class::Durable), Ok(()));
+    }
+    let mut records: Vec<String> = Vec::new();
+    while records.len() < 14 {
+        let r = poll(t.addr, &sid).await;
+        assert_eq!(r.status, 200);
+        records.extend(r.body.split('\x1e').map(str::to_owned));
+    }
+    assert!(records[0].starts_with("40{"), "{records:?}");
+    assert!(records[1..11]
+        .iter()
+        .all(|r| r.starts_with(r#"42["replayed","o-1","#)));
+    assert!(records[11..].iter().all(|r| r == r#"42["room",1]"#));
+    // Once sent, the replay no longer counts: the configured capacity applies again.
+    for _ in 0..4 {
+        assert_eq!(s.send(&frame, Class::Durable), Ok(()));
+    }
+    assert_eq!(s.send(&frame, Class::Durable), Err(SendError::Overflow));
+}
+
+#[tokio::test]
+async fn recovering_a_socket_still_live_here_takes_it_over() {
+    let mut t = spawn_with(config(), true).await;
+    let (mut old, _) = ws_open(t.addr).await;
+    old.send("40").await;
+    let (sid, pid) = connect_reply(&old.text().await, "40");
+    next_connected(&mut t).await;
+    // The client reconnects before the server noticed its old transport die.
+    let (mut ws, _) = ws_open(t.addr).await;
+    ws.send(&format!(r#"40{{"pid":"{pid}","offset":"o-1"}}"#))
+        .await;
+    assert_eq!(connect_reply(&ws.text().await, "40"), (sid.clone(), pid));
+    assert_eq!(
+        ws.text().await,
+        format!(r#"42["replayed","o-1",{{"was":"{sid}"}},"o-9"]"#)
+    );
+    // The old socket left before the new one came back: one live socket per id at any time.
+    assert_eq!(
+        t.next().await,
+        Rec::Disconnected {
+            nsp: "/".into(),
+            reason: DisconnectReason::TransportClose
+        }
+    );
+    let Rec::Connected { id, recovered, .. } = t.next().await else {
+        panic!("expected the recovered socket")
+    };
+    assert_eq!((id, recovered), (sid, Some("o-1".to_owned())));
+    old.closed().await;
+    assert_eq!(t.server.session_count(), 1);
+    assert_eq!(t.store.len(), 1);
+    // Nothing about the old socket follows (no late disconnect for the same id).
+    ws.send(r#"42["echo","still"]"#).await;
+    assert_eq!(ws.text().await, r#"42["echo","still"]"#);
+    assert!(matches!(t.next().await, Rec::Event { .. }));
+    // The old socket's teardown did not remove or overwrite the new socket's session.
+    assert_eq!(t.store.len(), 1);
+    ws.send("41").await;
+    assert_eq!(
+        next_disconnected(&mut t, "/").await,
+        DisconnectReason::ClientNamespaceDisconnect
+    );
+    assert!(t.store.is_empty());
+}
+
+#[tokio::test]
+async fn a_refused_or_abandoned_recovery_keeps_the_session() {
+    let mut t = spawn_with(config(), true).await;
+    let (mut ws, _) = ws_open(t.addr).await;
+    ws.send("40").await;
+    let (sid, pid) = connect_reply(&ws.text().await, "40");
+    next_connected(&mut t).await;
+    drop(ws);
+    next_disconnected(&mut t, "/").await;
+    assert_eq!(t.store.len(), 1);
+
+    // The connect hook refuses: the session is put back.
+    let (mut ws, _) = ws_open(t.addr).await;
+    ws.send(&format!(
+        r#"40{{"pid":"{pid}","offset":"o-1","token":"bad"}}"#
+    ))
+    .await;
+    assert!(ws.text().await.starts_with("44{"));
+    assert_eq!(t.store.len(), 1);
+
+    // The connection closes while the hook runs: put back too.
+    let (mut gone, _) = ws_open(t.addr).await;
+    gone.send(&format!(
+        r#"40{{"pid":"{pid}","offset":"o-2","token":"slow"}}"#
+    ))
+    .await;
+    gone.send("1").await;
+    gone.closed().await;
+    store_holds(&t, 1).await;
+
+    // So the client still recovers.
+    ws.send(&format!(r#"40{{"pid":"{pid}","offset":"o-3"}}"#))
+        .await;
+    assert_eq!(connect_reply(&ws.text().await, "40"), (sid, pid));
+}
+
+#[tokio::test]
+async fn a_pid_presented_on_another_namespace_leaves_its_session_alone() {
+    let mut t = spawn_with(config(), true).await;
+    let (mut a, _) = ws_open(t.addr).await;
+    a.send("40").await;
+    let (sid, pid) = connect_reply(&a.text().await, "40");
+    next_connected(&mut t).await;
+    // While the socket is live: /custom gets a fresh socket, and "/" stays connected.
+    let (mut b, _) = ws_open(t.addr).await;
+    b.send(&format!(r#"40/custom,{{"pid":"{pid}","offset":"o-1"}}"#))
+        .await;
+    let (bsid, bpid) = connect_reply(&b.text().await, "40/custom,");
+    assert!(bsid != sid && bpid != pid);
+    a.send(r#"42["echo",1]"#).await;
+    assert_eq!(a.text().await, r#"42["echo",1]"#);
+    // After it dropped: the same, and the session stays in the store for "/".
+    drop(a);
+    next_disconnected(&mut t, "/").await;
+    let (mut c, _) = ws_open(t.addr).await;
+    c.send(&format!(r#"40/custom,{{"pid":"{pid}","offset":"o-2"}}"#))
+        .await;
+    let (csid, cpid) = connect_reply(&c.text().await, "40/custom,");
+    assert!(csid != sid && cpid != pid);
+    let (mut d, _) = ws_open(t.addr).await;
+    d.send(&format!(r#"40{{"pid":"{pid}","offset":"o-3"}}"#))
+        .await;
+    assert_eq!(connect_reply(&d.text().await, "40"), (sid, pid));
+}

@@ -41,8 +41,9 @@ pub enum Rec {
     Answer(Result<Vec<Value>, String>),
 }
 
-/// The namespace every test uses: records everything, echoes `echo`, answers `ack`, asks the client
-/// on `ask`, refuses the token `bad`, replays one frame on recovery, keeps its sockets for the test.
+/// The namespace every test uses: records everything, echoes `echo`, answers `ack` (and `ack-none`
+/// with no arguments), asks the client on `ask`, never returns from `hang`, refuses the token
+/// `bad`, replays one frame (or `auth.replay` frames) on recovery, keeps its sockets for the test.
 pub struct TestNs {
     pub tx: mpsc::UnboundedSender<Rec>,
     pub sockets: Arc<std::sync::Mutex<Vec<Socket<Data>>>>,
@@ -72,14 +73,25 @@ impl Namespace for TestNs {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let recovered = req.recovery.as_ref().map(|r| r.offset.clone());
+        // One replayed frame, or `auth.replay` of them.
+        let count = req
+            .auth
+            .as_ref()
+            .and_then(|a| a.get("replay"))
+            .and_then(Value::as_u64)
+            .unwrap_or(1);
         let replay = match &req.recovery {
-            Some(r) => vec![Frame::event_with_offset(
-                &req.nsp,
-                "replayed",
-                &(r.offset.as_str(), &r.state),
-                "o-9",
-            )
-            .unwrap()],
+            Some(r) => (0..count)
+                .map(|_| {
+                    Frame::event_with_offset(
+                        &req.nsp,
+                        "replayed",
+                        &(r.offset.as_str(), &r.state),
+                        "o-9",
+                    )
+                    .unwrap()
+                })
+                .collect(),
             None => vec![],
         };
         Ok(Accept::new(Data {
@@ -116,12 +128,13 @@ impl Namespace for TestNs {
                 let _ = socket.send(&frame, Class::Durable);
             }
             "ack" => {
+                // Refused only when the connection is gone (or closed for not reading).
                 if let Some(ack) = event.ack {
-                    if event.binary.is_empty() {
-                        ack.send(&event.args).unwrap();
+                    let _ = if event.binary.is_empty() {
+                        ack.send(&event.args)
                     } else {
-                        ack.send_binary(&event.args, event.binary).unwrap();
-                    }
+                        ack.send_binary(&event.args, event.binary)
+                    };
                 }
             }
             "ask" => {
@@ -133,6 +146,14 @@ impl Namespace for TestNs {
                     .send(Rec::Answer(r.map(|a| a.args).map_err(|e| e.to_string())));
             }
             "kick" => socket.disconnect(),
+            // Answers with no arguments.
+            "ack-none" => {
+                if let Some(ack) = event.ack {
+                    ack.send(&()).unwrap();
+                }
+            }
+            // Keeps the connection's handler busy for good.
+            "hang" => std::future::pending::<()>().await,
             _ => {}
         }
     }
