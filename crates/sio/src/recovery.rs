@@ -10,7 +10,10 @@
 //! from either side). When a client reconnects with `{pid, offset}` in its CONNECT payload, the server
 //! takes the session from the store and hands it to the namespace's connect hook as
 //! [`crate::Recovery`]; the hook decides which frames to replay. The CONNECT reply then carries the old
-//! socket id and `pid`, which makes the client set `socket.recovered = true`.
+//! socket id and `pid`, which makes the client set `socket.recovered = true`. A refused hook (or a
+//! connection closed while it ran) puts the session back. If the session's socket is still connected
+//! on this server, the recovering CONNECT takes it over: the old socket is disconnected first, without
+//! saving its session again (see the crate's README).
 //!
 //! [`MemoryStore`] keeps sessions in this process; a shared store (Redis) makes recovery work across
 //! server processes.
