@@ -78,8 +78,11 @@ pub struct Config {
     pub run_migrations: bool,
     /// Requests per minute per user (per IP when anonymous) on the REST API.
     pub api_rate_limit_per_minute: u32,
-    /// Login attempts per account and per IP within `login_rate_window`.
+    /// Login attempts per account from one client address, per account from all addresses together, and
+    /// per address, within `login_rate_window`. Keying the first by (account, address) means someone
+    /// guessing from one address locks out only that address, not the account's owner.
     pub login_attempts_per_account: u32,
+    pub login_attempts_per_account_total: u32,
     pub login_attempts_per_ip: u32,
     pub login_rate_window: Duration,
     /// Chat messages per user per room within `message_rate_window`.
@@ -246,6 +249,12 @@ impl Config {
             api_rate_limit_per_minute: r.num("API_RATE_LIMIT_PER_MINUTE", 100, 1, 1_000_000)?,
             login_attempts_per_account: r.num("LOGIN_ATTEMPTS_PER_ACCOUNT", 10, 1, 10_000)?,
             login_attempts_per_ip: r.num("LOGIN_ATTEMPTS_PER_IP", 50, 1, 100_000)?,
+            login_attempts_per_account_total: r.num(
+                "LOGIN_ATTEMPTS_PER_ACCOUNT_TOTAL",
+                100,
+                1,
+                1_000_000,
+            )?,
             login_rate_window: Duration::from_secs(r.num(
                 "LOGIN_RATE_WINDOW_SECS",
                 900,

@@ -192,8 +192,12 @@ async fn login(
             st.config.login_attempts_per_ip,
         ),
         (
-            keys.rate_limit("login:acct", &account),
+            keys.rate_limit("login:acct_ip", &format!("{account}:{ip}")),
             st.config.login_attempts_per_account,
+        ),
+        (
+            keys.rate_limit("login:acct", &account),
+            st.config.login_attempts_per_account_total,
         ),
     ] {
         let d = st.bus.hit_rate_limit(&key, limit, window).await?;

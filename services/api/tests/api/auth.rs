@@ -613,3 +613,64 @@ async fn futures_join_all<F: std::future::Future>(futs: impl Iterator<Item = F>)
     out.extend(results.into_iter().flatten());
     out
 }
+
+#[tokio::test]
+async fn guessing_from_one_address_does_not_lock_the_owner_out_from_another() {
+    let app = spawn_app_with(&[("TRUST_PROXY", "true"), ("LOGIN_ATTEMPTS_PER_ACCOUNT", "3")]).await;
+    app.register("alice").await;
+    let login = |addr: &'static str, password: &'static str| {
+        app.client
+            .post(app.url("/api/v1/auth/login"))
+            .header("X-Forwarded-For", addr)
+            .json(&json!({"login": "alice", "password": password}))
+            .send()
+    };
+    for _ in 0..3 {
+        assert_eq!(
+            login("198.51.100.1", "guess-guess").await.unwrap().status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        login("198.51.100.1", "guess-guess").await.unwrap().status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // The owner, elsewhere, still gets in.
+    assert_eq!(
+        login("203.0.113.9", "password-alice")
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn an_account_has_a_total_attempt_budget_across_addresses() {
+    let app = spawn_app_with(&[
+        ("TRUST_PROXY", "true"),
+        ("LOGIN_ATTEMPTS_PER_ACCOUNT_TOTAL", "4"),
+    ])
+    .await;
+    app.register("alice").await;
+    for i in 1..=4 {
+        let res = app
+            .client
+            .post(app.url("/api/v1/auth/login"))
+            .header("X-Forwarded-For", format!("198.51.100.{i}"))
+            .json(&json!({"login": "alice", "password": "guess-guess"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+    let res = app
+        .client
+        .post(app.url("/api/v1/auth/login"))
+        .header("X-Forwarded-For", "198.51.100.99")
+        .json(&json!({"login": "alice", "password": "password-alice"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+}
