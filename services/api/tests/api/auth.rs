@@ -549,26 +549,19 @@ async fn other_spellings_of_a_login_share_the_accounts_attempt_budget() {
 #[tokio::test]
 async fn behind_a_proxy_the_client_address_is_the_right_most_forwarded_hop() {
     let app = spawn_app_with(&[("TRUST_PROXY", "true"), ("LOGIN_ATTEMPTS_PER_IP", "2")]).await;
-    let attempt = |spoofed: &str| {
-        app.client
-            .post(app.url("/api/v1/auth/login"))
-            .header("X-Forwarded-For", format!("{spoofed}, 203.0.113.7"))
-            .json(&json!({"login": "nobody", "password": "whatever1"}))
-            .send()
-    };
     // A client varying the left-most entry still counts as 203.0.113.7, the address our proxy saw.
-    assert_eq!(
-        attempt("1.1.1.1").await.unwrap().status(),
-        StatusCode::UNAUTHORIZED
-    );
-    assert_eq!(
-        attempt("2.2.2.2").await.unwrap().status(),
-        StatusCode::UNAUTHORIZED
-    );
-    assert_eq!(
-        attempt("3.3.3.3").await.unwrap().status(),
-        StatusCode::TOO_MANY_REQUESTS
-    );
+    for (spoofed, expected) in [
+        ("1.1.1.1", StatusCode::UNAUTHORIZED),
+        ("2.2.2.2", StatusCode::UNAUTHORIZED),
+        ("3.3.3.3", StatusCode::TOO_MANY_REQUESTS),
+    ] {
+        let addr = format!("{spoofed}, 203.0.113.7");
+        assert_eq!(
+            app.login_from(&addr, "nobody", "whatever1").await,
+            expected,
+            "{spoofed}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -618,29 +611,20 @@ async fn futures_join_all<F: std::future::Future>(futs: impl Iterator<Item = F>)
 async fn guessing_from_one_address_does_not_lock_the_owner_out_from_another() {
     let app = spawn_app_with(&[("TRUST_PROXY", "true"), ("LOGIN_ATTEMPTS_PER_ACCOUNT", "3")]).await;
     app.register("alice").await;
-    let login = |addr: &'static str, password: &'static str| {
-        app.client
-            .post(app.url("/api/v1/auth/login"))
-            .header("X-Forwarded-For", addr)
-            .json(&json!({"login": "alice", "password": password}))
-            .send()
-    };
     for _ in 0..3 {
         assert_eq!(
-            login("198.51.100.1", "guess-guess").await.unwrap().status(),
+            app.login_from("198.51.100.1", "alice", "guess-guess").await,
             StatusCode::UNAUTHORIZED
         );
     }
     assert_eq!(
-        login("198.51.100.1", "guess-guess").await.unwrap().status(),
+        app.login_from("198.51.100.1", "alice", "guess-guess").await,
         StatusCode::TOO_MANY_REQUESTS
     );
     // The owner, elsewhere, still gets in.
     assert_eq!(
-        login("203.0.113.9", "password-alice")
-            .await
-            .unwrap()
-            .status(),
+        app.login_from("203.0.113.9", "alice", "password-alice")
+            .await,
         StatusCode::OK
     );
 }
@@ -654,23 +638,15 @@ async fn an_account_has_a_total_attempt_budget_across_addresses() {
     .await;
     app.register("alice").await;
     for i in 1..=4 {
-        let res = app
-            .client
-            .post(app.url("/api/v1/auth/login"))
-            .header("X-Forwarded-For", format!("198.51.100.{i}"))
-            .json(&json!({"login": "alice", "password": "guess-guess"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+        let addr = format!("198.51.100.{i}");
+        assert_eq!(
+            app.login_from(&addr, "alice", "guess-guess").await,
+            StatusCode::UNAUTHORIZED
+        );
     }
-    let res = app
-        .client
-        .post(app.url("/api/v1/auth/login"))
-        .header("X-Forwarded-For", "198.51.100.99")
-        .json(&json!({"login": "alice", "password": "password-alice"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        app.login_from("198.51.100.99", "alice", "password-alice")
+            .await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
 }

@@ -103,6 +103,19 @@ impl TestApp {
         self.send(reqwest::Method::DELETE, path, token, None).await
     }
 
+    /// A login attempt as seen through a proxy that appended `addr` to `X-Forwarded-For` (apps spawned
+    /// with `TRUST_PROXY=true`); returns the status.
+    pub async fn login_from(&self, addr: &str, login: &str, password: &str) -> StatusCode {
+        self.client
+            .post(self.url("/api/v1/auth/login"))
+            .header("X-Forwarded-For", addr)
+            .json(&json!({"login": login, "password": password}))
+            .send()
+            .await
+            .expect("request sent")
+            .status()
+    }
+
     /// Registers `name` (`name@example.com`, password `password-<name>`).
     pub async fn register(&self, name: &str) -> Session {
         let (status, body) = self
