@@ -340,7 +340,11 @@ impl Conn {
             if st.closed.is_some() {
                 return Err(SendError::Closed);
             }
-            if st.out.len() < cap + st.replay_allowance + CONTROL_MARGIN {
+            if st.out.len()
+                < cap
+                    .saturating_add(st.replay_allowance)
+                    .saturating_add(CONTROL_MARGIN)
+            {
                 st.out.push_back(Queued {
                     out,
                     volatile: false,
@@ -365,7 +369,7 @@ impl Conn {
             if st.closed.is_some() {
                 return;
             }
-            st.replay_allowance += frames.len();
+            st.replay_allowance = st.replay_allowance.saturating_add(frames.len());
             for f in frames {
                 st.out.push_back(Queued {
                     out: Out::Frame(f),
@@ -387,7 +391,7 @@ impl Conn {
                 return Err(SendError::Closed);
             }
             let base = self.shared.config.queue_capacity.max(1);
-            let cap = base + st.replay_allowance;
+            let cap = base.saturating_add(st.replay_allowance);
             let polling = st.transport != Transport::WebSocket;
             let overflow = match class {
                 Class::Volatile => {

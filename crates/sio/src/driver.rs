@@ -9,7 +9,6 @@
 //! packets wait behind it.
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -208,7 +207,7 @@ impl Driver {
         }
         for c in std::mem::take(&mut self.sockets) {
             let core = c.socket.core();
-            if let (Some(store), false) = (&store, core.superseded.load(Ordering::Acquire)) {
+            if let Some(store) = &store {
                 if recoverable {
                     if let Some(session) = core.session(c.ns.recovery_state(&c.socket)) {
                         store.save(session).await;
@@ -490,9 +489,7 @@ impl Driver {
                 let socket = c.socket.clone();
                 let shared = self.conn.shared.clone();
                 Box::pin(async move {
-                    if !socket.core().superseded.load(Ordering::Acquire) {
-                        store.remove(pid).await;
-                    }
+                    store.remove(pid).await;
                     f.await;
                     shared.unregister_live(&socket);
                     Done::Nothing
@@ -521,7 +518,7 @@ impl Driver {
                     (a.get("pid"), a.get("offset"))
                 {
                     if let Some(pid) = Sid::parse(pid) {
-                        if let Some(s) = recover(&conn, &ns, store, pid, &nsp).await {
+                        if let Some(s) = recover(&conn, store, pid, &nsp).await {
                             ids = (s.sid, Some(s.pid));
                             recovery = Some(Recovery {
                                 offset: offset.clone(),
@@ -619,53 +616,25 @@ impl Driver {
     }
 }
 
-/// How long a recovering CONNECT waits for the live socket it takes over to be torn down (its
-/// connection lets a handler in progress finish for up to 5 s first).
-const SUPERSEDE_WAIT: Duration = Duration::from_secs(10);
-
 /// Finds the session a recovering CONNECT to `nsp` names with `pid`.
 ///
 /// If its socket is still connected on this server (the client noticed its transport died before
-/// the server did), that socket's connection is closed first, without saving the session again,
-/// and this waits until the namespace's `disconnect` for the old socket has run: the application
-/// sees the old socket leave before the connect hook sees it come back, and the session handed
-/// over carries the state the old socket had when it was taken over. A pid presented on another
-/// namespace than its session's is ignored (a fresh socket), and leaves that session alone.
+/// the server did), the session is **not** recovered: the client gets a fresh socket
+/// (`recovered == false`) and the old socket is left alone until its own heartbeat times out, as the
+/// reference server does (it only keeps sessions of sockets that are gone). Taking the live socket
+/// over instead would let anyone who learned a pid disconnect its owner before any authorisation,
+/// and two concurrent recoveries could both win. The application refills what the fresh socket
+/// missed (e.g. by sequence number). A pid presented on another namespace than its session's is
+/// ignored (a fresh socket), and leaves that session alone.
 async fn recover(
     conn: &Arc<Conn>,
-    ns: &Arc<dyn ErasedNamespace>,
     store: &Arc<dyn crate::RecoveryStore>,
     pid: Sid,
     nsp: &str,
 ) -> Option<crate::Session> {
-    let shared = &conn.shared;
-    if let Some(old) = shared.live_socket(pid) {
-        let core = old.core();
-        if &*core.nsp != nsp {
-            tracing::debug!(sid = %conn.sid, "session to recover belongs to another namespace");
-            return None;
-        }
-        tracing::debug!(sid = %conn.sid, old = %core.conn.sid, "recovering a socket still live here: closing its connection");
-        let session = core.session(ns.recovery_state(&old));
-        core.superseded.store(true, Ordering::Release);
-        core.conn.close(DisconnectReason::TransportClose);
-        let gone = async {
-            loop {
-                let left = shared.socket_left.notified();
-                tokio::pin!(left);
-                left.as_mut().enable();
-                if !shared.is_live(pid, &old) {
-                    return;
-                }
-                left.await;
-            }
-        };
-        if tokio::time::timeout(SUPERSEDE_WAIT, gone).await.is_err() {
-            tracing::debug!(sid = %conn.sid, "the socket taken over is slow to leave: recovering anyway");
-        }
-        // Whatever the store holds for it (saved at connect) is older than this.
-        let _ = store.take(pid).await;
-        return session;
+    if conn.shared.live_socket(pid).is_some() {
+        tracing::debug!(sid = %conn.sid, "session to recover is still connected here: connecting a fresh socket");
+        return None;
     }
     match store.take(pid).await {
         Some(s) if s.nsp == nsp => Some(s),

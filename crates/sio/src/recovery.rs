@@ -12,8 +12,8 @@
 //! [`crate::Recovery`]; the hook decides which frames to replay. The CONNECT reply then carries the old
 //! socket id and `pid`, which makes the client set `socket.recovered = true`. A refused hook (or a
 //! connection closed while it ran) puts the session back. If the session's socket is still connected
-//! on this server, the recovering CONNECT takes it over: the old socket is disconnected first, without
-//! saving its session again (see the crate's README).
+//! on this server, it is not recovered: the client gets a fresh socket and the live one is left alone
+//! (see the crate's README for why).
 //!
 //! [`MemoryStore`] keeps sessions in this process; a shared store (Redis) makes recovery work across
 //! server processes.

@@ -34,12 +34,10 @@ pub(crate) struct Shared {
     drained: Notify,
     pub(crate) shutting_down: AtomicBool,
     shutdown_started: Notify,
-    /// With recovery on: the sockets connected here, by private id, so that a client recovering a
-    /// session whose socket is still live here (its old transport not yet noticed dead) can take
-    /// it over.
+    /// With recovery on: the sockets connected here, by private id, so that a client presenting the
+    /// pid of a socket still live here (its old transport not yet noticed dead) is not handed that
+    /// socket's session.
     live_pids: Mutex<HashMap<Sid, Weak<dyn AnySocket>>>,
-    /// Rung when a socket leaves `live_pids`.
-    pub(crate) socket_left: Notify,
 }
 
 impl Shared {
@@ -73,29 +71,16 @@ impl Shared {
             .and_then(Weak::upgrade)
     }
 
-    /// Whether `socket` is still registered under `pid`.
-    pub(crate) fn is_live(&self, pid: Sid, socket: &Arc<dyn AnySocket>) -> bool {
-        self.live_pids
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&pid)
-            .is_some_and(|w| std::ptr::addr_eq(w.as_ptr(), Arc::as_ptr(socket)))
-    }
-
-    /// `socket` is gone: forget it (unless its pid now belongs to a newer socket) and wake anyone
-    /// waiting for it to leave.
+    /// `socket` is gone: forget it (unless its pid now belongs to a newer socket).
     pub(crate) fn unregister_live(&self, socket: &Arc<dyn AnySocket>) {
         let Some(pid) = socket.core().pid else { return };
+        let mut live = self.live_pids.lock().unwrap_or_else(|e| e.into_inner());
+        if live
+            .get(&pid)
+            .is_some_and(|w| std::ptr::addr_eq(w.as_ptr(), Arc::as_ptr(socket)))
         {
-            let mut live = self.live_pids.lock().unwrap_or_else(|e| e.into_inner());
-            if live
-                .get(&pid)
-                .is_some_and(|w| std::ptr::addr_eq(w.as_ptr(), Arc::as_ptr(socket)))
-            {
-                live.remove(&pid);
-            }
+            live.remove(&pid);
         }
-        self.socket_left.notify_waiters();
     }
 
     pub(crate) fn session(&self, sid: Sid) -> Option<Arc<Conn>> {
@@ -224,7 +209,6 @@ impl ServerBuilder {
                 shutting_down: AtomicBool::new(false),
                 shutdown_started: Notify::new(),
                 live_pids: Mutex::new(HashMap::new()),
-                socket_left: Notify::new(),
             }),
         }
     }

@@ -258,9 +258,6 @@ pub(crate) struct SocketCore {
     pub(crate) nsp: Arc<str>,
     pub(crate) conn: Arc<Conn>,
     pub(crate) connected: AtomicBool,
-    /// A recovering CONNECT elsewhere took this socket's session over: its teardown must neither
-    /// save nor remove the session (it belongs to the new socket now).
-    pub(crate) superseded: AtomicBool,
     next_ack: AtomicU64,
     /// Pending server → client acks. A Vec: there are rarely more than a few.
     acks: Mutex<Vec<(u64, oneshot::Sender<AckResponse>)>>,
@@ -274,7 +271,6 @@ impl SocketCore {
             nsp,
             conn,
             connected: AtomicBool::new(true),
-            superseded: AtomicBool::new(false),
             next_ack: AtomicU64::new(0),
             acks: Mutex::new(Vec::new()),
         }
