@@ -124,15 +124,16 @@ impl Bus {
     /// # Errors
     /// Redis failures.
     pub async fn is_online(&self, user: Uuid) -> BusResult<bool> {
-        let mut c = self.conn().await?;
-        let (secs, _micros): (i64, i64) = redis::cmd("TIME").query_async(&mut *c).await?;
-        let live: u64 = c
-            .zcount(self.keys.presence_user(user), secs * 1000, "+inf")
-            .await?;
-        Ok(live > 0)
+        Ok(self
+            .online_many(&[user])
+            .await?
+            .first()
+            .copied()
+            .unwrap_or(false))
     }
 
-    /// [`Bus::is_online`] for many users in one round trip.
+    /// [`Bus::is_online`] for many users in two round trips: Redis `TIME`, then one pipelined `ZCOUNT` per
+    /// user (a single script could not touch users' keys across Redis Cluster slots).
     ///
     /// # Errors
     /// Redis failures.

@@ -48,11 +48,6 @@ impl Store {
         Ok(Self { pool })
     }
 
-    /// Wraps an existing pool.
-    pub fn from_pool(pool: MySqlPool) -> Self {
-        Self { pool }
-    }
-
     pub fn pool(&self) -> &MySqlPool {
         &self.pool
     }

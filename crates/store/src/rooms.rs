@@ -370,19 +370,6 @@ impl Store {
         .await?)
     }
 
-    /// The ids of a room's members.
-    ///
-    /// # Errors
-    /// Database errors.
-    pub async fn member_ids(&self, room: Uuid) -> StoreResult<Vec<Uuid>> {
-        let rows: Vec<(Uuid,)> =
-            sqlx::query_as("SELECT user_id FROM room_members WHERE room_id = ?")
-                .bind(room)
-                .fetch_all(&self.pool)
-                .await?;
-        Ok(rows.into_iter().map(|(u,)| u).collect())
-    }
-
     /// Removes `user` from `room` — a leave (`actor` `None`) or a kick by `actor`, who must be an admin
     /// under the same lock — keeping the last-admin rule; deletes the room when its last member leaves.
     ///
@@ -396,11 +383,8 @@ impl Store {
     ) -> StoreResult<MembershipChange> {
         let mut tx = self.pool.begin().await?;
         let roles = lock_roles(&mut tx, room).await?;
-        if actor.is_some_and(|a| roles.role_of(a) != Some("admin")) {
-            return Ok(MembershipChange::NotAdmin);
-        }
-        if roles.role_of(user).is_none() {
-            return Ok(MembershipChange::NotMember);
+        if let Some(refused) = roles.refusal(actor, user) {
+            return Ok(refused);
         }
         if roles.0.len() == 1 {
             sqlx::query("DELETE FROM rooms WHERE id = ?")
@@ -436,11 +420,8 @@ impl Store {
     ) -> StoreResult<MembershipChange> {
         let mut tx = self.pool.begin().await?;
         let roles = lock_roles(&mut tx, room).await?;
-        if roles.role_of(actor) != Some("admin") {
-            return Ok(MembershipChange::NotAdmin);
-        }
-        if roles.role_of(user).is_none() {
-            return Ok(MembershipChange::NotMember);
+        if let Some(refused) = roles.refusal(Some(actor), user) {
+            return Ok(refused);
         }
         if role != "admin" && roles.is_sole_admin(user) {
             return Ok(MembershipChange::LastAdmin);
@@ -454,36 +435,6 @@ impl Store {
         tx.commit().await?;
         Ok(MembershipChange::Done)
     }
-
-    /// Moves a member's read and delivered cursors forward (never back). Returns the cursors after.
-    ///
-    /// # Errors
-    /// [`StoreError::NotFound`] when `user` is not a member.
-    pub async fn advance_cursors(
-        &self,
-        room: Uuid,
-        user: Uuid,
-        read_seq: Option<i64>,
-        delivered_seq: Option<i64>,
-    ) -> StoreResult<(i64, i64)> {
-        sqlx::query(
-            "UPDATE room_members SET read_seq = GREATEST(read_seq, COALESCE(?, 0)), \
-             delivered_seq = GREATEST(delivered_seq, COALESCE(?, 0), COALESCE(?, 0)) \
-             WHERE room_id = ? AND user_id = ?",
-        )
-        .bind(read_seq)
-        .bind(delivered_seq)
-        .bind(read_seq)
-        .bind(room)
-        .bind(user)
-        .execute(&self.pool)
-        .await?;
-        let m = self
-            .membership(room, user)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        Ok((m.read_seq, m.delivered_seq))
-    }
 }
 
 /// The (user, role) pairs of a room's members, locked for the rest of the transaction.
@@ -495,6 +446,18 @@ impl RoomRoles {
             .iter()
             .find(|(u, _)| *u == user)
             .map(|(_, r)| r.as_str())
+    }
+
+    /// Why a change to `user`'s membership by `actor` (`None`: the user themselves) is refused, if it is:
+    /// the actor must be an admin, the user a member.
+    fn refusal(&self, actor: Option<Uuid>, user: Uuid) -> Option<MembershipChange> {
+        if actor.is_some_and(|a| self.role_of(a) != Some("admin")) {
+            Some(MembershipChange::NotAdmin)
+        } else if self.role_of(user).is_none() {
+            Some(MembershipChange::NotMember)
+        } else {
+            None
+        }
     }
 
     /// `user` is an admin and no other member is.

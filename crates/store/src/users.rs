@@ -1,7 +1,7 @@
 //! The `users` table.
 
 use crate::{PublicUser, Store, StoreError, StoreResult, User};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use uuid::Uuid;
 
 /// The fields of a new account, already validated.
@@ -107,21 +107,5 @@ impl Store {
             return Err(StoreError::NotFound);
         }
         self.user_by_id(id).await
-    }
-
-    /// Moves `last_seen` forward (never back).
-    ///
-    /// # Errors
-    /// Database errors.
-    pub async fn touch_last_seen(&self, id: Uuid, at: DateTime<Utc>) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE users SET last_seen = GREATEST(COALESCE(last_seen, ?), ?) WHERE id = ?",
-        )
-        .bind(at)
-        .bind(at)
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
     }
 }

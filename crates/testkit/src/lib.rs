@@ -116,3 +116,59 @@ impl Drop for TestEnv {
         let _ = cleanup.join();
     }
 }
+
+/// Users and rooms to hang messages on, as tests and benchmarks need them (foreign keys).
+pub struct Seeded {
+    pub users: Vec<Uuid>,
+    pub rooms: Vec<Uuid>,
+}
+
+/// Creates `users` users (`user0`, `user1`, …; not loginable) and `rooms` public rooms, created in turn
+/// by each user; with `all_members`, every user joins every room.
+///
+/// # Errors
+/// Database errors.
+pub async fn seed_users_and_rooms(
+    store: &Store,
+    users: usize,
+    rooms: usize,
+    all_members: bool,
+) -> anyhow::Result<Seeded> {
+    anyhow::ensure!(users > 0, "at least one user is needed to create rooms");
+    let mut user_ids = Vec::with_capacity(users);
+    for i in 0..users {
+        let name = format!("user{i}");
+        let u = store
+            .create_user(chat_store::users::NewUser {
+                username: &name,
+                email: &format!("{name}@example.com"),
+                password_hash: "not-a-real-hash",
+                full_name: None,
+            })
+            .await?;
+        user_ids.push(u.id);
+    }
+    let mut room_ids = Vec::with_capacity(rooms);
+    for i in 0..rooms {
+        let creator = user_ids[i % users];
+        let r = store
+            .create_room(chat_store::rooms::NewRoom {
+                name: &format!("room {i}"),
+                description: None,
+                is_private: false,
+                invite_code: &format!("code{i}"),
+                created_by: creator,
+            })
+            .await?;
+        if all_members {
+            for u in user_ids.iter().filter(|u| **u != creator) {
+                store.add_member(r.id, *u, None).await?;
+            }
+        }
+        room_ids.push(r.id);
+    }
+    Ok(Seeded {
+        users: user_ids,
+        rooms: room_ids,
+    })
+}

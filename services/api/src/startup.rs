@@ -67,10 +67,6 @@ impl Application {
         self.port
     }
 
-    pub fn state(&self) -> &AppState {
-        &self.state
-    }
-
     /// Serves until `shutdown` completes, then finishes in-flight requests.
     ///
     /// # Errors

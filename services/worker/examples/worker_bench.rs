@@ -23,8 +23,6 @@ use chat_bus::stream::{encode, Envelope, Event, MessageCreated};
 use chat_bus::{shard_of, Bus, PERSIST_GROUP};
 use chat_config::Config;
 use chat_store::messages::NewMessage;
-use chat_store::rooms::NewRoom;
-use chat_store::users::NewUser;
 use chat_store::Store;
 use chat_testkit::TestEnv;
 use chat_worker::streams::{read_group, Body};
@@ -60,32 +58,8 @@ impl World {
         let env = TestEnv::new().await?;
         let store = Store::connect(&env.database_url, 16).await?;
         let bus = Bus::new(&env.redis_url, &env.redis_prefix, 16)?;
-        let mut user_ids = Vec::new();
-        for i in 0..users {
-            let name = format!("bench{i}");
-            let u = store
-                .create_user(NewUser {
-                    username: &name,
-                    email: &format!("{name}@example.com"),
-                    password_hash: "x",
-                    full_name: None,
-                })
-                .await?;
-            user_ids.push(u.id);
-        }
-        let mut room_ids = Vec::new();
-        for i in 0..rooms {
-            let r = store
-                .create_room(NewRoom {
-                    name: &format!("bench room {i}"),
-                    description: None,
-                    is_private: false,
-                    invite_code: &format!("bench{i}"),
-                    created_by: user_ids[i % users],
-                })
-                .await?;
-            room_ids.push(r.id);
-        }
+        let seeded = chat_testkit::seed_users_and_rooms(&store, users, rooms, false).await?;
+        let (user_ids, room_ids) = (seeded.users, seeded.rooms);
         Ok(Self {
             env,
             store,

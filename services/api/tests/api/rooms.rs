@@ -47,10 +47,18 @@ async fn my_rooms_list_roles_unread_counts_and_last_messages() {
         .await;
     assert_eq!(status, StatusCode::OK);
     app.seed_messages(id_of(&busy), alice.id, 7).await;
-    app.store
-        .advance_cursors(id_of(&busy), bob.id, Some(3), None)
-        .await
-        .unwrap();
+    // Bob has read up to seq 3 (as the worker records a read receipt).
+    let read = chat_store::batch::CursorUpdate {
+        room_id: id_of(&busy),
+        user_id: bob.id,
+        read_seq: 3,
+        delivered_seq: 0,
+    };
+    let batch = chat_store::batch::Batch {
+        cursors: vec![read],
+        ..Default::default()
+    };
+    app.store.apply_batch(&batch).await.unwrap();
 
     let (status, rooms) = app.get("/api/v1/rooms", Some(&bob.token)).await;
     assert_eq!(status, StatusCode::OK);

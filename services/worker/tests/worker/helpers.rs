@@ -4,8 +4,6 @@
 use chat_bus::stream::{Envelope, Event, MessageCreated};
 use chat_bus::{Bus, PERSIST_GROUP};
 use chat_config::Config;
-use chat_store::rooms::NewRoom;
-use chat_store::users::NewUser;
 use chat_store::Store;
 use chat_testkit::TestEnv;
 use chat_worker::{Application, Metrics};
@@ -65,37 +63,10 @@ impl World {
             .expect("test database (run scripts/deps.sh)");
         let store = env.store().await.expect("store");
         let bus = Bus::new(&env.redis_url, &env.redis_prefix, 8).expect("bus");
-        let mut user_ids = Vec::new();
-        for i in 0..users {
-            let name = format!("user{i}");
-            let u = store
-                .create_user(NewUser {
-                    username: &name,
-                    email: &format!("{name}@example.com"),
-                    password_hash: "not-a-real-hash",
-                    full_name: None,
-                })
-                .await
-                .expect("user");
-            user_ids.push(u.id);
-        }
-        let mut room_ids = Vec::new();
-        for i in 0..rooms {
-            let r = store
-                .create_room(NewRoom {
-                    name: &format!("room {i}"),
-                    description: None,
-                    is_private: false,
-                    invite_code: &format!("code{i}"),
-                    created_by: user_ids[0],
-                })
-                .await
-                .expect("room");
-            for u in &user_ids[1..] {
-                store.add_member(r.id, *u, None).await.expect("member");
-            }
-            room_ids.push(r.id);
-        }
+        let seeded = chat_testkit::seed_users_and_rooms(&store, users, rooms, true)
+            .await
+            .expect("users and rooms");
+        let (user_ids, room_ids) = (seeded.users, seeded.rooms);
         Self {
             env,
             store,
