@@ -323,10 +323,6 @@ impl FieldErrors {
         self.0.get(field).map(String::as_str)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
-    }
-
     /// `Ok(())` when nothing failed, otherwise the collected errors.
     pub fn into_result(self) -> Result<(), FieldErrors> {
         if self.is_empty() {
