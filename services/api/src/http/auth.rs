@@ -176,7 +176,24 @@ async fn login(
     let (Some(login), Some(password), true) = (login, req.password, errs.is_empty()) else {
         return Err(errs.into());
     };
-    // The account budget is keyed by the account the login resolves to, not by the text typed: the
+    // The per-address budget needs no lookup, so it goes first: a flooder already refused costs no query.
+    let window = st.config.login_rate_window;
+    let keys = st.bus.keys();
+    let limited = |d: chat_bus::RateDecision| {
+        tracing::warn!(%ip, "login rate limited");
+        ApiError::RateLimited {
+            retry_after: d.retry_after,
+        }
+    };
+    let per_ip = keys.rate_limit("login:ip", &ip.to_string());
+    let d = st
+        .bus
+        .hit_rate_limit(&per_ip, st.config.login_attempts_per_ip, window)
+        .await?;
+    if !d.allowed {
+        return Err(limited(d));
+    }
+    // The account budgets are keyed by the account the login resolves to, not by the text typed: the
     // lookup's collation treats `àlice` or `al\u{200b}ice` as `alice`, so keying by text would give each
     // spelling a fresh budget. Unknown logins share one budget per normalised text.
     let user = st.store.user_by_login(&login).await?;
@@ -184,13 +201,7 @@ async fn login(
         Some(u) => u.id.to_string(),
         None => format!("unknown:{}", login.trim().to_lowercase()),
     };
-    let window = st.config.login_rate_window;
-    let keys = st.bus.keys();
     for (key, limit) in [
-        (
-            keys.rate_limit("login:ip", &ip.to_string()),
-            st.config.login_attempts_per_ip,
-        ),
         (
             keys.rate_limit("login:acct_ip", &format!("{account}:{ip}")),
             st.config.login_attempts_per_account,
@@ -202,10 +213,7 @@ async fn login(
     ] {
         let d = st.bus.hit_rate_limit(&key, limit, window).await?;
         if !d.allowed {
-            tracing::warn!(%ip, "login rate limited");
-            return Err(ApiError::RateLimited {
-                retry_after: d.retry_after,
-            });
+            return Err(limited(d));
         }
     }
     let ok = st
