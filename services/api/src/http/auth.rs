@@ -52,11 +52,11 @@ pub struct RegisterRequest {
 #[serde(rename_all = "camelCase")]
 pub struct LoginRequest {
     /// E-mail or username (`email` and `username` are accepted as aliases).
-    #[schema(min_length = 1)]
+    #[schema(min_length = 1, max_length = 254)]
     pub login: Option<String>,
     pub email: Option<String>,
     pub username: Option<String>,
-    #[schema(min_length = 1)]
+    #[schema(min_length = 1, max_length = 1024)]
     pub password: Option<String>,
 }
 
@@ -170,8 +170,18 @@ async fn login(
     if login.as_deref().is_none_or(|l| l.trim().is_empty()) {
         errs.add("login", "is required (e-mail or username)");
     }
+    if login.as_deref().is_some_and(|l| l.chars().count() > 254) {
+        // No username or e-mail is longer; refusing here keeps huge strings out of keys and queries.
+        errs.add("login", "must be at most 254 characters");
+    }
     if req.password.as_deref().is_none_or(str::is_empty) {
         errs.add("password", "is required");
+    } else if req
+        .password
+        .as_deref()
+        .is_some_and(|p| p.chars().count() > 1024)
+    {
+        errs.add("password", "must be at most 1024 characters");
     }
     let (Some(login), Some(password), true) = (login, req.password, errs.is_empty()) else {
         return Err(errs.into());

@@ -264,3 +264,26 @@ async fn every_response_carries_a_request_id() {
         "a caller's id is kept"
     );
 }
+
+#[tokio::test]
+async fn oversized_login_fields_are_refused_before_any_lookup() {
+    let app = spawn_app().await;
+    let (status, body) = app
+        .post(
+            "/api/v1/auth/login",
+            None,
+            json!({"login": "a".repeat(255), "password": "whatever1"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(body["error"]["fields"]["login"].is_string(), "{body}");
+    let (status, body) = app
+        .post(
+            "/api/v1/auth/login",
+            None,
+            json!({"login": "alice", "password": "p".repeat(1025)}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(body["error"]["fields"]["password"].is_string(), "{body}");
+}
