@@ -95,8 +95,40 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Number of Redis stream shards (rooms are spread over them by hash).
     pub shards: u16,
+    /// Entries kept in each room's recent logs in Redis (`RECENT_LOG_SIZE`, default 1000): what a
+    /// reconnecting client can recover, and how far the API's history can run ahead of MySQL.
+    pub recent_log_size: u32,
     /// The persistence worker's settings.
     pub worker: WorkerConfig,
+    /// The gateway's settings.
+    pub gateway: GatewayConfig,
+}
+
+/// Settings of the WebSocket gateway.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GatewayConfig {
+    /// This replica's name, unique among gateways (`GATEWAY_ID`, default `<hostname>-<pid>`).
+    pub id: String,
+    /// A connection's presence entry expires this long after its last heartbeat
+    /// (`PRESENCE_TTL_SECS`, default 30): the bound on how long a user stays "online" after their
+    /// gateway dies.
+    pub presence_ttl: Duration,
+    /// How often presence entries and recovery sessions are refreshed (`PRESENCE_HEARTBEAT_SECS`, 10;
+    /// must be below the TTL).
+    pub presence_heartbeat: Duration,
+    /// How long a dropped socket can be recovered (`RECOVERY_WINDOW_SECS`, 120).
+    pub recovery_window: Duration,
+    /// A typing indicator expires this long after its last refresh (`TYPING_TIMEOUT_MS`, 5000).
+    pub typing_timeout: Duration,
+    /// Engine.IO heartbeat (`SIO_PING_INTERVAL_MS` 25000, `SIO_PING_TIMEOUT_MS` 20000).
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
+    /// The largest frame a client may send, in bytes (`SIO_MAX_PAYLOAD`, 100000).
+    pub max_payload: usize,
+    /// Frames queued per connection before a slow client is shed (`SEND_QUEUE_CAPACITY`, 256).
+    pub queue_capacity: usize,
+    /// How long a SIGTERM'd gateway waits for its connections to drain (`SHUTDOWN_DRAIN_SECS`, 10).
+    pub shutdown_drain: Duration,
 }
 
 /// Settings of the persistence worker (`WORKER_*`).
@@ -126,12 +158,15 @@ pub struct WorkerConfig {
 
 /// `<hostname>-<pid>`: unique per process on a host, and per pod on Kubernetes.
 fn default_consumer(get: &dyn Fn(&str) -> Option<String>) -> String {
-    let host = get("HOSTNAME")
+    format!("{}-{}", hostname(get, "worker"), std::process::id())
+}
+
+fn hostname(get: &dyn Fn(&str) -> Option<String>, fallback: &str) -> String {
+    get("HOSTNAME")
         .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "worker".to_owned());
-    format!("{host}-{}", std::process::id())
+        .unwrap_or_else(|| fallback.to_owned())
 }
 
 impl Config {
@@ -318,7 +353,61 @@ impl Config {
                     100_000_000,
                 )?,
             },
+            recent_log_size: r.num("RECENT_LOG_SIZE", 1000, 10, 100_000)?,
+            gateway: GatewayConfig {
+                id: match get("GATEWAY_ID") {
+                    Some(c) => c,
+                    None => format!("{}-{}", hostname(&get, "gateway"), std::process::id()),
+                },
+                presence_ttl: Duration::from_secs(r.num("PRESENCE_TTL_SECS", 30, 2, 3600)?),
+                presence_heartbeat: Duration::from_secs(r.num(
+                    "PRESENCE_HEARTBEAT_SECS",
+                    10,
+                    1,
+                    1800,
+                )?),
+                recovery_window: Duration::from_secs(r.num(
+                    "RECOVERY_WINDOW_SECS",
+                    120,
+                    1,
+                    86_400,
+                )?),
+                typing_timeout: Duration::from_millis(r.num(
+                    "TYPING_TIMEOUT_MS",
+                    5000,
+                    100,
+                    600_000,
+                )?),
+                ping_interval: Duration::from_millis(r.num(
+                    "SIO_PING_INTERVAL_MS",
+                    25_000,
+                    50,
+                    600_000,
+                )?),
+                ping_timeout: Duration::from_millis(r.num(
+                    "SIO_PING_TIMEOUT_MS",
+                    20_000,
+                    50,
+                    600_000,
+                )?),
+                max_payload: r.num("SIO_MAX_PAYLOAD", 100_000, 1024, 100_000_000)?,
+                queue_capacity: r.num("SEND_QUEUE_CAPACITY", 256, 4, 1_000_000)?,
+                shutdown_drain: Duration::from_secs(r.num("SHUTDOWN_DRAIN_SECS", 10, 0, 3600)?),
+            },
         };
+        if cfg.gateway.presence_heartbeat >= cfg.gateway.presence_ttl {
+            return Err(invalid(
+                "PRESENCE_HEARTBEAT_SECS",
+                "must be less than PRESENCE_TTL_SECS",
+            ));
+        }
+        let gw = &cfg.gateway.id;
+        if gw.is_empty() || gw.len() > 128 || !gw.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(invalid(
+                "GATEWAY_ID",
+                "must be 1 to 128 printable ASCII characters without spaces",
+            ));
+        }
         let consumer = &cfg.worker.consumer;
         if consumer.is_empty()
             || consumer.len() > 128
@@ -439,6 +528,10 @@ mod tests {
             ("WORKER_CONSUMER", "two words"),
             ("WORKER_CONSUMER", ""),
             ("WORKER_RETRY_MAX_MS", "0"),
+            ("PRESENCE_HEARTBEAT_SECS", "30"),
+            ("GATEWAY_ID", "a b"),
+            ("SEND_QUEUE_CAPACITY", "1"),
+            ("RECENT_LOG_SIZE", "x"),
         ] {
             let e = cfg(&[(k, v)]).expect_err(k);
             assert!(e.to_string().starts_with(k), "{e}");

@@ -106,6 +106,20 @@ impl Store {
         .await?)
     }
 
+    /// The highest `seq` stored for `room` (0 for none): where the room's Redis counter starts when
+    /// Redis has lost it (a fresh Redis, or history written straight to MySQL).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn max_seq(&self, room: Uuid) -> StoreResult<i64> {
+        let max: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(seq) FROM messages WHERE room_id = ?")
+                .bind(room)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(max.unwrap_or(0))
+    }
+
     /// Inserts messages (history seeding, tests) through the worker's batch path
     /// ([`Store::apply_batch`]): multi-row statements in one transaction; the same message again is a
     /// no-op, a different message in an occupied `(room_id, seq)` slot is an error. Returns the number of

@@ -2,7 +2,7 @@
 //! returns them as they are; secrets (`password_hash`) are never serialized.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -80,8 +80,9 @@ pub struct Member {
     pub last_seen: Option<DateTime<Utc>>,
 }
 
-/// A chat message. Deleted messages keep their place (`seq`) with `content: null`.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, Serialize, ToSchema)]
+/// A chat message. Deleted messages keep their place (`seq`) with `content: null`. It deserializes from
+/// its own JSON too: the gateway keeps recent messages in Redis in this form.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Message {
     pub id: Uuid,
@@ -93,12 +94,12 @@ pub struct Message {
     #[serde(rename = "type")]
     pub kind: String,
     pub content: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_msg_id: Option<String>,
     pub created_at: DateTime<Utc>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub edited_at: Option<DateTime<Utc>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deleted_at: Option<DateTime<Utc>>,
 }
 

@@ -355,6 +355,32 @@ impl Store {
         Ok(res.rows_affected() == 1)
     }
 
+    /// The ids of `room`'s members (presence lists, online counts).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn member_ids(&self, room: Uuid) -> StoreResult<Vec<Uuid>> {
+        Ok(
+            sqlx::query_scalar("SELECT user_id FROM room_members WHERE room_id = ?")
+                .bind(room)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// The ids of the rooms `user` is a member of (where presence changes are announced).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn room_ids_of_user(&self, user: Uuid) -> StoreResult<Vec<Uuid>> {
+        Ok(
+            sqlx::query_scalar("SELECT room_id FROM room_members WHERE user_id = ?")
+                .bind(user)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
     /// The members of a room with their roles, admins first.
     ///
     /// # Errors
