@@ -169,19 +169,32 @@ impl Realtime {
             ROOM_KEY_TTL.as_millis().to_string(),
         ];
         let args: Vec<&[u8]> = strings.iter().map(String::as_bytes).collect();
+        let pointer = message_room(self.bus.keys(), id);
         let mut conn = self.bus.conn().await?;
         for _ in 0..2 {
-            // The id → room pointer goes first in the same round trip; if the script refuses, it
-            // points at a room that has no such message, which lookups treat as unknown.
+            // The id → room pointer goes first in the same round trip (so an edit or delete that names
+            // the message finds it as soon as anyone has seen it); when the script refuses, it is
+            // removed again below, so refused sends leave no keys behind.
             let mut pipe = redis::pipe();
             pipe.cmd("SET")
-                .arg(message_room(self.bus.keys(), id))
+                .arg(&pointer)
                 .arg(req.room.to_string())
                 .arg("EX")
                 .arg(DEDUPE_TTL.as_secs())
                 .ignore();
             let reply = eval_in_pipeline(&mut conn, pipe, &SEND_SCRIPT, &keys, &args).await?;
             let (st, rest) = status(&reply);
+            if st != "ok" {
+                // A rate-limited flood must not leave a 24-hour key per attempt. Best effort: a
+                // leftover pointer names a room without that message, which lookups treat as unknown.
+                let del: redis::RedisResult<()> = redis::cmd("DEL")
+                    .arg(&pointer)
+                    .query_async(&mut *conn)
+                    .await;
+                if let Err(e) = del {
+                    tracing::debug!(error = %e, "could not remove a refused send's pointer");
+                }
+            }
             match st.as_str() {
                 "ok" | "dup" => {
                     let json = rest
@@ -201,23 +214,26 @@ impl Realtime {
                         retry_after: Duration::from_millis(ms),
                     });
                 }
-                "noseq" => {
-                    // The room's counter is missing (new room, or Redis lost it): start it after the
-                    // highest seq MySQL has. NX: a concurrent seeder's value stands.
-                    let max = self.store.max_seq(req.room).await?;
-                    let _: Value = redis::cmd("SET")
-                        .arg(k.seq())
-                        .arg(max)
-                        .arg("NX")
-                        .query_async(&mut *conn)
-                        .await?;
-                }
+                "noseq" => self.seed_seq(&mut conn, req.room).await?,
                 _ => return Err(unexpected("send", &reply)),
             }
         }
         Err(RtError::Unavailable(anyhow::anyhow!(
             "room sequence could not be seeded"
         )))
+    }
+
+    /// Starts a room's missing counter (new room, or Redis lost it) after the highest `seq` MySQL has.
+    /// `NX`: a concurrent seeder's value, or a counter that appeared meanwhile, stands.
+    async fn seed_seq(&self, conn: &mut deadpool_redis::Connection, room: Uuid) -> RtResult<()> {
+        let max = self.store.max_seq(room).await?;
+        let _: Value = redis::cmd("SET")
+            .arg(self.room(room).seq())
+            .arg(max)
+            .arg("NX")
+            .query_async(&mut **conn)
+            .await?;
+        Ok(())
     }
 
     /// Finds a message by id: the recent copy in Redis first (newest state, and present before the
@@ -384,10 +400,10 @@ impl Realtime {
     /// Moves `user`'s read or delivered cursor in `room` forward to `seq` (clamped to the room's last
     /// message), broadcasting the receipt when it moved. `floor` is the cursor MySQL has (from the
     /// membership row). Returns the cursor afterwards and whether it moved. The caller has checked
-    /// membership.
+    /// membership. A room whose counter Redis lacks has it seeded from MySQL first, as for a send.
     ///
     /// # Errors
-    /// Redis failures.
+    /// Redis failures (or MySQL's, to seed the counter).
     pub async fn cursor(
         &self,
         user: Uuid,
@@ -432,18 +448,28 @@ impl Realtime {
         ];
         let args: Vec<&[u8]> = strings.iter().map(String::as_bytes).collect();
         let mut conn = self.bus.conn().await?;
-        let reply =
-            eval_in_pipeline(&mut conn, redis::pipe(), &CURSOR_SCRIPT, &keys, &args).await?;
-        let (st, rest) = status(&reply);
-        let at: i64 = rest
-            .first()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| unexpected("cursor", &reply))?;
-        match st.as_str() {
-            "ok" => Ok((at, true)),
-            "same" => Ok((at, false)),
-            _ => Err(unexpected("cursor", &reply)),
+        for _ in 0..2 {
+            let reply =
+                eval_in_pipeline(&mut conn, redis::pipe(), &CURSOR_SCRIPT, &keys, &args).await?;
+            let (st, rest) = status(&reply);
+            let moved = match st.as_str() {
+                "ok" => true,
+                "same" => false,
+                "noseq" => {
+                    self.seed_seq(&mut conn, room).await?;
+                    continue;
+                }
+                _ => return Err(unexpected("cursor", &reply)),
+            };
+            let at: i64 = rest
+                .first()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| unexpected("cursor", &reply))?;
+            return Ok((at, moved));
         }
+        Err(RtError::Unavailable(anyhow::anyhow!(
+            "room sequence could not be seeded"
+        )))
     }
 
     /// The room's last `seq` as Redis has it (0 when Redis has none; MySQL may know better).

@@ -141,14 +141,18 @@ return {'ok', pos}
 /// `"seq":`), 11 key TTL ms.
 ///
 /// The cursor never moves backwards and never past the room's last message. Returns `{'ok', seq}`
-/// when it moved (and the receipt was broadcast), `{'same', seq}` when it was already there.
+/// when it moved (and the receipt was broadcast), `{'same', seq}` when it was already there, or
+/// `{'noseq'}` when the room's counter is missing (the caller seeds it from MySQL and retries: without
+/// it, "the last message" of a room whose history is only in MySQL would be 0).
 const CURSOR: &str = r#"
 local t = redis.call('TIME')
 local sec, usec = tonumber(t[1]), tonumber(t[2])
+local topv = redis.call('GET', KEYS[2])
+if not topv then return {'noseq'} end
+local top = tonumber(topv)
 local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
 local floor = tonumber(ARGV[3])
 if floor > cur then cur = floor end
-local top = tonumber(redis.call('GET', KEYS[2]) or '0')
 local want = tonumber(ARGV[2])
 if want > top then want = top end
 if want <= cur then return {'same', string.format('%.0f', cur)} end
