@@ -11,7 +11,14 @@
 //!
 //! The user's REST rate limit and revoked tokens share the hash tag `{u:<user>}`, so one script checks both
 //! in a single round trip (and stays legal on Redis Cluster).
-//! | `P:v1:presence:user:<user>` | sorted set | the user's live connections (any gateway), scored by heartbeat expiry (ms) |
+//! | `P:v1:{u:<user>}:presence` | sorted set | the user's live connections (any gateway), scored by heartbeat expiry (ms, Redis clock) |
+//! | `P:v1:{u:<user>}:lastseen` | string | when the user's last connection closed (ms); also persisted to `users.last_seen` through the stream |
+//! | `P:v1:gw:alive` | sorted set | gateway id → heartbeat expiry (ms): a gateway missing here is dead, and another one cleans up its connections |
+//! | `P:v1:gw:<id>:conns` | hash | a gateway's connections: connection id → user id |
+//! | `P:v1:sio:<pid>` | string, TTL | a Socket.IO session that may be recovered (JSON), refreshed while connected |
+//! | `P:v1:mid:<message>` | string, 24 h | the room of a recent message (edits and deletes find it before MySQL has it) |
+//! | `P:v1:ctl` | channel | control messages from the API to every gateway (membership and token changes) |
+//! | `P:v1:{s}:room:<room>:…` | | a room's counters, logs and channel: see `chat_realtime::RoomKeys` |
 //! | `P:v1:{s}:stream` | stream | shard `s`'s persistence stream: one msgpack envelope per entry in field `e` (see [`crate::stream`]); consumer group `persist` ([`PERSIST_GROUP`]); trimmed only by the worker, below what every group has acknowledged |
 //! | `P:v1:{s}:dead` | stream | shard `s`'s dead letters: entries the worker could not decode or store, with fields `e` (the original bytes), `reason`, `id` (the original entry id), `consumer`; capped at about 100,000 entries |
 //!
@@ -55,7 +62,22 @@ impl Keys {
     }
 
     pub fn presence_user(&self, user: Uuid) -> String {
-        format!("{}:presence:user:{user}", self.prefix)
+        format!("{}:{{u:{user}}}:presence", self.prefix)
+    }
+
+    /// When the user was last seen (ms), kept next to their presence set (same hash tag).
+    pub fn last_seen(&self, user: Uuid) -> String {
+        format!("{}:{{u:{user}}}:lastseen", self.prefix)
+    }
+
+    /// Gateway id → heartbeat expiry (ms).
+    pub fn gateways_alive(&self) -> String {
+        format!("{}:gw:alive", self.prefix)
+    }
+
+    /// A gateway's connections: connection id → user id.
+    pub fn gateway_conns(&self, gateway: &str) -> String {
+        format!("{}:gw:{gateway}:conns", self.prefix)
     }
 
     /// `P:v1:{s}`: the prefix of every key of shard `s` (the braces are the Redis Cluster hash tag).

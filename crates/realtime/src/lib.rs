@@ -20,7 +20,7 @@ mod wire;
 pub use control::Control;
 pub use keys::RoomKeys;
 pub use ops::{CursorKind, MessageRef, SendRequest, Sent};
-pub use wire::{LogEvent, RoomEvent};
+pub use wire::{iso, LogEvent, RoomEvent};
 
 use chat_bus::Bus;
 use chat_config::Config;

@@ -1,0 +1,60 @@
+//! A short-lived cache of memberships, so the send path does not ask MySQL for every message. Entries
+//! live `TTL`; control messages from the API (join, leave, kick, role change, room deletion) drop them
+//! at once on every gateway.
+
+use chat_store::{Membership, Store, StoreResult};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+const TTL: Duration = Duration::from_secs(60);
+/// Past this many entries the cache is emptied (a crude bound; entries are cheap to refill).
+const MAX_ENTRIES: usize = 200_000;
+
+type Entries = HashMap<(Uuid, Uuid), (Option<Membership>, Instant)>;
+
+#[derive(Default)]
+pub struct MemberCache {
+    map: Mutex<Entries>,
+}
+
+impl MemberCache {
+    /// `user`'s membership of `room`, from the cache or MySQL.
+    ///
+    /// # Errors
+    /// MySQL failures.
+    pub async fn get(
+        &self,
+        store: &Store,
+        room: Uuid,
+        user: Uuid,
+    ) -> StoreResult<Option<Membership>> {
+        if let Some((m, at)) = self.lock().get(&(room, user)) {
+            if at.elapsed() < TTL {
+                return Ok(m.clone());
+            }
+        }
+        let m = store.membership(room, user).await?;
+        let mut map = self.lock();
+        if map.len() >= MAX_ENTRIES {
+            map.clear();
+        }
+        map.insert((room, user), (m.clone(), Instant::now()));
+        Ok(m)
+    }
+
+    pub fn invalidate(&self, room: Uuid, user: Uuid) {
+        self.lock().remove(&(room, user));
+    }
+
+    pub fn invalidate_room(&self, room: Uuid) {
+        self.lock().retain(|(r, _), _| *r != room);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
+        self.map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}

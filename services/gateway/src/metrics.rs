@@ -1,0 +1,254 @@
+//! The gateway's metrics, in atomics, written out in the Prometheus text format at `/metrics`.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// Client events counted by name; anything else is `other`.
+pub const EVENTS_IN: [&str; 12] = [
+    "join_room",
+    "leave_room",
+    "send_message",
+    "typing",
+    "edit_message",
+    "delete_message",
+    "mark_read",
+    "mark_message_read",
+    "read_message",
+    "message_delivered",
+    "other",
+    "invalid",
+];
+
+/// Room events fanned out, by name; anything else is `other`.
+pub const EVENTS_OUT: [&str; 12] = [
+    "receive_message",
+    "message_edited",
+    "message_deleted",
+    "message_read",
+    "delivered",
+    "typing",
+    "user_status",
+    "user_joined",
+    "user_left",
+    "room_deleted",
+    "role_changed",
+    "other",
+];
+
+/// Error codes counted in `chat_gateway_rejected_total`.
+pub const CODES: [&str; 6] = [
+    "VALIDATION",
+    "FORBIDDEN",
+    "NOT_FOUND",
+    "RATE_LIMITED",
+    "UNAVAILABLE",
+    "UNAUTHORIZED",
+];
+
+/// Upper bounds (seconds) of the latency histograms.
+const BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+/// A fixed-bucket histogram.
+#[derive(Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: Duration) {
+        let s = d.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|b| s <= *b) {
+            self.buckets[i].fetch_add(1, Relaxed);
+        }
+        self.count.fetch_add(1, Relaxed);
+        self.sum_us
+            .fetch_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX), Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cum = 0;
+        for (b, n) in BUCKETS.iter().zip(&self.buckets) {
+            cum += n.load(Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cum}");
+        }
+        let count = self.count.load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        #[allow(clippy::cast_precision_loss)]
+        let sum = self.sum_us.load(Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+    }
+}
+
+/// Counters and gauges of one gateway.
+#[derive(Default)]
+pub struct Metrics {
+    pub connections: AtomicI64,
+    pub rooms_subscribed: AtomicI64,
+    pub events_in: [AtomicU64; EVENTS_IN.len()],
+    pub events_out: [AtomicU64; EVENTS_OUT.len()],
+    /// Frames queued on sockets by the fan-out.
+    pub deliveries: AtomicU64,
+    pub rejected: [AtomicU64; CODES.len()],
+    /// Volatile frames shed because a socket's queue was under pressure.
+    pub queue_drops: AtomicU64,
+    /// Sockets disconnected because a durable frame did not fit their queue.
+    pub slow_disconnects: AtomicU64,
+    /// Gaps in a room's event positions refilled from the room log.
+    pub gaps_refilled: AtomicU64,
+    pub redis_errors: AtomicU64,
+    pub mysql_errors: AtomicU64,
+    pub pubsub_reconnects: AtomicU64,
+    /// `send_message` from the event's arrival to its ack.
+    pub send_latency: Histogram,
+    /// From the send script's clock (the event position) to the frame queued on local sockets.
+    pub deliver_latency: Histogram,
+    /// Round trips of Redis calls on the send path.
+    pub redis_latency: Histogram,
+}
+
+fn index(names: &[&str], name: &str) -> usize {
+    names
+        .iter()
+        .position(|n| *n == name)
+        .unwrap_or(names.len() - 1)
+}
+
+impl Metrics {
+    pub fn event_in(&self, name: &str) {
+        let i = EVENTS_IN
+            .iter()
+            .position(|n| *n == name)
+            .unwrap_or(EVENTS_IN.len() - 2);
+        self.events_in[i].fetch_add(1, Relaxed);
+    }
+
+    pub fn event_out(&self, name: &str, n: u64) {
+        self.events_out[index(&EVENTS_OUT, name)].fetch_add(n, Relaxed);
+    }
+
+    pub fn rejected(&self, code: &str) {
+        if let Some(i) = CODES.iter().position(|c| *c == code) {
+            self.rejected[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut o = String::with_capacity(8192);
+        let gauge = |o: &mut String, name: &str, help: &str, v: i64| {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        };
+        let counter = |o: &mut String, name: &str, help: &str, v: u64| {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        };
+        gauge(
+            &mut o,
+            "chat_gateway_connections",
+            "Connected sockets.",
+            self.connections.load(Relaxed),
+        );
+        gauge(
+            &mut o,
+            "chat_gateway_rooms_subscribed",
+            "Room channels this gateway is subscribed to.",
+            self.rooms_subscribed.load(Relaxed),
+        );
+        let _ = writeln!(
+            o,
+            "# HELP chat_gateway_events_in_total Client events received, by event.\n# TYPE chat_gateway_events_in_total counter"
+        );
+        for (n, v) in EVENTS_IN.iter().zip(&self.events_in) {
+            let _ = writeln!(
+                o,
+                "chat_gateway_events_in_total{{event=\"{n}\"}} {}",
+                v.load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            o,
+            "# HELP chat_gateway_events_out_total Room events fanned out to local sockets (one per socket), by event.\n# TYPE chat_gateway_events_out_total counter"
+        );
+        for (n, v) in EVENTS_OUT.iter().zip(&self.events_out) {
+            let _ = writeln!(
+                o,
+                "chat_gateway_events_out_total{{event=\"{n}\"}} {}",
+                v.load(Relaxed)
+            );
+        }
+        counter(
+            &mut o,
+            "chat_gateway_deliveries_total",
+            "Frames queued on sockets by the fan-out.",
+            self.deliveries.load(Relaxed),
+        );
+        let _ = writeln!(
+            o,
+            "# HELP chat_gateway_rejected_total Client events and connections refused, by error code.\n# TYPE chat_gateway_rejected_total counter"
+        );
+        for (c, v) in CODES.iter().zip(&self.rejected) {
+            let _ = writeln!(
+                o,
+                "chat_gateway_rejected_total{{code=\"{c}\"}} {}",
+                v.load(Relaxed)
+            );
+        }
+        counter(
+            &mut o,
+            "chat_gateway_queue_drops_total",
+            "Volatile frames shed under back-pressure.",
+            self.queue_drops.load(Relaxed),
+        );
+        counter(
+            &mut o,
+            "chat_gateway_slow_disconnects_total",
+            "Sockets disconnected because their send queue overflowed.",
+            self.slow_disconnects.load(Relaxed),
+        );
+        counter(
+            &mut o,
+            "chat_gateway_gaps_refilled_total",
+            "Pub/sub gaps refilled from room logs.",
+            self.gaps_refilled.load(Relaxed),
+        );
+        counter(
+            &mut o,
+            "chat_gateway_redis_errors_total",
+            "Redis failures.",
+            self.redis_errors.load(Relaxed),
+        );
+        counter(
+            &mut o,
+            "chat_gateway_mysql_errors_total",
+            "MySQL failures.",
+            self.mysql_errors.load(Relaxed),
+        );
+        counter(
+            &mut o,
+            "chat_gateway_pubsub_reconnects_total",
+            "Pub/sub connection re-establishments.",
+            self.pubsub_reconnects.load(Relaxed),
+        );
+        self.send_latency.render(
+            &mut o,
+            "chat_gateway_send_latency_seconds",
+            "send_message from arrival to ack.",
+        );
+        self.deliver_latency.render(
+            &mut o,
+            "chat_gateway_deliver_latency_seconds",
+            "From the send script (Redis clock) to the frame queued on local sockets.",
+        );
+        self.redis_latency.render(
+            &mut o,
+            "chat_gateway_redis_latency_seconds",
+            "Redis round trips on the send path.",
+        );
+        o
+    }
+}
