@@ -56,9 +56,10 @@ PROMTOOL=$(deb_tool prometheus /usr/bin/promtool)
 RENDERED=$OPS/rendered
 rm -rf "$RENDERED"
 mkdir -p "$RENDERED/lite"
-if command -v kustomize >/dev/null 2>&1; then
+# Only kustomize v5 (kubectl >= 1.27 embeds it): older ones lack the `labels` field used here.
+if command -v kustomize >/dev/null 2>&1 && kustomize version 2>/dev/null | grep -q 'v5\.'; then
   KUSTOMIZE=(kustomize build)
-elif command -v kubectl >/dev/null 2>&1 && kubectl kustomize --help >/dev/null 2>&1; then
+elif command -v kubectl >/dev/null 2>&1 && kubectl version --client 2>/dev/null | grep -q 'Kustomize Version: v5\.'; then
   KUSTOMIZE=(kubectl kustomize)
 else
   KUSTOMIZE=()
