@@ -7,6 +7,7 @@ use anyhow::Context;
 use chat_auth::{PasswordHasher, TokenKeys};
 use chat_bus::Bus;
 use chat_config::Config;
+use chat_realtime::{Realtime, RtConfig};
 use chat_store::Store;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -48,10 +49,12 @@ impl Application {
         let hash_slots = config.password_hash_concurrency.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
         });
+        let rt = Realtime::new(bus.clone(), store.clone(), RtConfig::from_config(&config));
         let state = AppState {
             config: Arc::new(config),
             store,
             bus,
+            rt,
             tokens,
             hasher: Arc::new(PasswordHasher::new()),
             hash_slots: Arc::new(tokio::sync::Semaphore::new(hash_slots)),

@@ -3,6 +3,7 @@
 use chat_auth::{PasswordHasher, TokenKeys};
 use chat_bus::Bus;
 use chat_config::Config;
+use chat_realtime::{Control, Realtime};
 use chat_store::Store;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,9 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub store: Store,
     pub bus: Bus,
+    /// The room path shared with the gateway: sending, editing, deleting, receipts, read-your-writes
+    /// history, control messages.
+    pub rt: Realtime,
     pub tokens: TokenKeys,
     pub hasher: Arc<PasswordHasher>,
     /// Caps concurrent argon2 runs (each allocates 19 MiB): without it a burst of logins could exhaust
@@ -29,6 +33,15 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Tells every gateway about a membership or token change, so live sockets follow at once. MySQL
+    /// is the truth and the gateways' caches expire anyway, so a failure is logged and the request it
+    /// belongs to still succeeds.
+    pub async fn announce(&self, c: Control) {
+        if let Err(e) = self.rt.publish_control(&c).await {
+            tracing::warn!(error = ?e, control = ?c, "control message not published");
+        }
+    }
+
     /// Hashes a password on the blocking pool (argon2 takes tens of milliseconds of CPU on purpose).
     ///
     /// # Errors

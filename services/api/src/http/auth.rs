@@ -298,6 +298,11 @@ async fn logout(
         }
     }
     tracing::info!(user_id = %user.id, "logged out");
+    st.announce(chat_realtime::Control::TokenRevoked {
+        user: user.id,
+        jti: Some(user.claims.jti),
+    })
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
 

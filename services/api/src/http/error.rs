@@ -6,6 +6,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chat_domain::FieldErrors;
 use serde::Serialize;
+use std::borrow::Cow;
 use std::time::Duration;
 use utoipa::ToSchema;
 
@@ -26,9 +27,9 @@ pub enum ApiError {
     #[error("{0}")]
     Unauthorized(&'static str),
     #[error("{0}")]
-    Forbidden(&'static str),
+    Forbidden(Cow<'static, str>),
     #[error("{0}")]
-    NotFound(&'static str),
+    NotFound(Cow<'static, str>),
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
     #[error("too many requests")]
@@ -58,6 +59,9 @@ pub struct ErrorDetail {
     /// Milliseconds to wait, for `RATE_LIMITED`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after_ms: Option<u64>,
+    /// Whole seconds to wait (rounded up, as in the `Retry-After` header), for `RATE_LIMITED`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -118,7 +122,7 @@ impl ApiError {
 impl From<chat_store::StoreError> for ApiError {
     fn from(e: chat_store::StoreError) -> Self {
         match e {
-            chat_store::StoreError::NotFound => Self::NotFound("not found"),
+            chat_store::StoreError::NotFound => Self::NotFound("not found".into()),
             e if e.is_transient() => Self::Unavailable(e.into()),
             e => Self::Internal(e.into()),
         }
@@ -128,6 +132,21 @@ impl From<chat_store::StoreError> for ApiError {
 impl From<chat_bus::BusError> for ApiError {
     fn from(e: chat_bus::BusError) -> Self {
         Self::Unavailable(e.into())
+    }
+}
+
+/// The room path's refusals keep their code: `VALIDATION` 422, `FORBIDDEN` 403, `NOT_FOUND` 404,
+/// `RATE_LIMITED` 429 (with `Retry-After`), `UNAVAILABLE` 503.
+impl From<chat_realtime::RtError> for ApiError {
+    fn from(e: chat_realtime::RtError) -> Self {
+        use chat_realtime::RtError;
+        match e {
+            RtError::Validation(m) => Self::field("body", &m),
+            RtError::Forbidden(m) => Self::Forbidden(m.into()),
+            RtError::NotFound(m) => Self::NotFound(m.into()),
+            RtError::RateLimited { retry_after } => Self::RateLimited { retry_after },
+            RtError::Unavailable(e) => Self::Unavailable(e),
+        }
     }
 }
 
@@ -156,6 +175,11 @@ impl IntoResponse for ApiError {
             Self::RateLimited { retry_after } => Some(*retry_after),
             _ => None,
         };
+        let retry_after_secs = retry_after.map(|d| {
+            u64::try_from(d.as_millis().div_ceil(1000))
+                .unwrap_or(u64::MAX)
+                .max(1)
+        });
         let body = ErrorBody {
             error: ErrorDetail {
                 code: self.code(),
@@ -166,14 +190,13 @@ impl IntoResponse for ApiError {
                 },
                 retry_after_ms: retry_after
                     .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                retry_after: retry_after_secs,
             },
         };
         let mut res = (status, axum::Json(body)).into_response();
-        if let Some(d) = retry_after {
-            let secs = d.as_millis().div_ceil(1000).max(1);
-            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-                res.headers_mut().insert(header::RETRY_AFTER, v);
-            }
+        if let Some(secs) = retry_after_secs {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         if status == StatusCode::UNAUTHORIZED {
             res.headers_mut()

@@ -32,7 +32,7 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Chat API", description = "REST API of the chat backend: auth, users, rooms, members and history."),
+    info(title = "Chat API", description = "REST API of the chat backend: auth, users, rooms, members, history, and sending, editing, deleting and marking read messages."),
     components(schemas(error::ErrorBody)),
     modifiers(&BearerAuth)
 )]
@@ -87,7 +87,7 @@ pub fn router(state: AppState) -> Router {
             get(move || async move { ([(header::CONTENT_TYPE, "application/json")], doc_json) }),
         )
         .route("/api/v1/docs", get(docs_page))
-        .fallback(|| async { ApiError::NotFound("no such route") })
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async {
             (StatusCode::METHOD_NOT_ALLOWED, axum::Json(serde_json::json!({
                 "error": {"code": "METHOD_NOT_ALLOWED", "message": "method not allowed on this route"}

@@ -4,6 +4,10 @@
 //! Privacy: a private room is invisible to non-members — every request about it from a non-member
 //! answers 404, exactly as for a room that does not exist. Admin actions by non-admin members answer 403.
 //! Invite codes are shown to members of public rooms and to admins of private ones.
+//!
+//! Every membership change is announced to the gateways ([`Control`] on `P:v1:ctl`, with the
+//! matching `user_joined`/`user_left`/`role_changed`/`room_deleted` on the room channel) after MySQL
+//! committed it, so live sockets follow at once; a failed announcement is only logged.
 
 use super::error::{ApiError, ErrorBody, Result};
 use super::extract::{parse_id, AuthUser, Json, OptionalJson, Query};
@@ -11,6 +15,7 @@ use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chat_domain::{FieldErrors, RoomDescription, RoomName, RoomRole};
+use chat_realtime::Control;
 use chat_store::rooms::{MembershipChange, NewRoom, RoomUpdate};
 use chat_store::{Member, Membership, Room, RoomSummary, StoreError};
 use serde::{Deserialize, Serialize};
@@ -149,7 +154,7 @@ pub(crate) async fn load_visible(
         .map_err(not_found("room not found"))?;
     let membership = st.store.membership(room_id, user).await?;
     if room.is_private && membership.is_none() {
-        return Err(ApiError::NotFound("room not found"));
+        return Err(ApiError::NotFound("room not found".into()));
     }
     Ok((room, membership))
 }
@@ -157,15 +162,15 @@ pub(crate) async fn load_visible(
 /// The caller's membership, which must exist (403 for public rooms, 404 for private ones).
 async fn require_member(st: &AppState, room_id: Uuid, user: Uuid) -> Result<(Room, Membership)> {
     let (room, m) = load_visible(st, room_id, user).await?;
-    let m = m.ok_or(ApiError::Forbidden("join the room first"))?;
+    let m = m.ok_or(ApiError::Forbidden("join the room first".into()))?;
     Ok((room, m))
 }
 
 /// Like [`require_member`] in one query, returning only the caller's role (for history reads).
 pub(crate) async fn authorize_member(st: &AppState, room_id: Uuid, user: Uuid) -> Result<String> {
     match st.store.room_access(room_id, user).await? {
-        None | Some((true, None)) => Err(ApiError::NotFound("room not found")),
-        Some((false, None)) => Err(ApiError::Forbidden("join the room first")),
+        None | Some((true, None)) => Err(ApiError::NotFound("room not found".into())),
+        Some((false, None)) => Err(ApiError::Forbidden("join the room first".into())),
         Some((_, Some(role))) => Ok(role),
     }
 }
@@ -173,14 +178,14 @@ pub(crate) async fn authorize_member(st: &AppState, room_id: Uuid, user: Uuid) -
 async fn require_admin(st: &AppState, room_id: Uuid, user: Uuid) -> Result<(Room, Membership)> {
     let (room, m) = require_member(st, room_id, user).await?;
     if !m.is_admin() {
-        return Err(ApiError::Forbidden("only room admins may do this"));
+        return Err(ApiError::Forbidden("only room admins may do this".into()));
     }
     Ok((room, m))
 }
 
 fn not_found(what: &'static str) -> impl Fn(StoreError) -> ApiError {
     move |e| match e {
-        StoreError::NotFound => ApiError::NotFound(what),
+        StoreError::NotFound => ApiError::NotFound(what.into()),
         e => e.into(),
     }
 }
@@ -189,7 +194,7 @@ fn not_found(what: &'static str) -> impl Fn(StoreError) -> ApiError {
 /// room went away) in between, and the statement's own admin check refused it.
 fn admin_raced(e: StoreError) -> ApiError {
     match e {
-        StoreError::NotFound => ApiError::Forbidden("only room admins may do this"),
+        StoreError::NotFound => ApiError::Forbidden("only room admins may do this".into()),
         e => e.into(),
     }
 }
@@ -241,6 +246,8 @@ async fn create_room(
 }
 
 /// My rooms, most recently active first, with my role, unread count and the last message.
+// Unread counts and last messages come from MySQL, so for the moment they lag messages the worker has
+// not written yet (milliseconds normally); the history itself is read-your-writes.
 #[utoipa::path(get, path = "/rooms", tag = "rooms", security(("bearer" = [])),
     responses((status = 200, body = Vec<RoomSummary>)))]
 async fn my_rooms(
@@ -363,6 +370,7 @@ async fn delete_room(
         .await
         .map_err(admin_raced)?;
     tracing::info!(room_id = %id, user_id = %user.id, "room deleted");
+    st.announce(Control::RoomDeleted { room: id }).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -434,7 +442,7 @@ async fn add_and_view(
     let joined = st.store.add_member(room, user, code).await?;
     let m = st.store.membership(room, user).await?;
     let Some(m) = m else {
-        return Err(ApiError::NotFound("room not found"));
+        return Err(ApiError::NotFound("room not found".into()));
     };
     let room = st
         .store
@@ -443,6 +451,11 @@ async fn add_and_view(
         .map_err(not_found("room not found"))?;
     if joined {
         tracing::info!(room_id = %room.id, user_id = %user, "member joined");
+        st.announce(Control::MemberAdded {
+            room: room.id,
+            user,
+        })
+        .await;
     }
     Ok(axum::Json(JoinResponse {
         room: view(room, Some(&m)),
@@ -479,11 +492,25 @@ async fn leave_room(
     let id = parse_id(&id, "room id")?;
     load_visible(&st, id, user.id).await?;
     match st.store.remove_member(id, user.id, None).await? {
-        MembershipChange::Done | MembershipChange::RoomDeleted => Ok(StatusCode::NO_CONTENT),
-        MembershipChange::NotMember => Err(ApiError::NotFound("not a member of this room")),
+        MembershipChange::Done => {
+            st.announce(Control::MemberRemoved {
+                room: id,
+                user: user.id,
+            })
+            .await;
+            Ok(StatusCode::NO_CONTENT)
+        }
+        MembershipChange::RoomDeleted => {
+            tracing::info!(room_id = %id, user_id = %user.id, "last member left; room deleted");
+            st.announce(Control::RoomDeleted { room: id }).await;
+            Ok(StatusCode::NO_CONTENT)
+        }
+        MembershipChange::NotMember => Err(ApiError::NotFound("not a member of this room".into())),
         MembershipChange::LastAdmin => Err(last_admin()),
         // A leave has no actor to check; NotAdmin cannot come back.
-        MembershipChange::NotAdmin => Err(ApiError::Forbidden("only room admins may do this")),
+        MembershipChange::NotAdmin => {
+            Err(ApiError::Forbidden("only room admins may do this".into()))
+        }
     }
 }
 
@@ -532,9 +559,19 @@ async fn set_role(
         .set_role(id, user.id, target, role.as_str())
         .await?
     {
-        MembershipChange::Done | MembershipChange::RoomDeleted => Ok(StatusCode::NO_CONTENT),
-        MembershipChange::NotAdmin => Err(ApiError::Forbidden("only room admins may do this")),
-        MembershipChange::NotMember => Err(ApiError::NotFound("not a member of this room")),
+        MembershipChange::Done => {
+            st.announce(Control::RoleChanged {
+                room: id,
+                user: target,
+            })
+            .await;
+            Ok(StatusCode::NO_CONTENT)
+        }
+        MembershipChange::RoomDeleted => Ok(StatusCode::NO_CONTENT),
+        MembershipChange::NotAdmin => {
+            Err(ApiError::Forbidden("only room admins may do this".into()))
+        }
+        MembershipChange::NotMember => Err(ApiError::NotFound("not a member of this room".into())),
         MembershipChange::LastAdmin => Err(last_admin()),
     }
 }
@@ -557,13 +594,26 @@ async fn kick(
         ));
     }
     match st.store.remove_member(id, target, Some(user.id)).await? {
-        MembershipChange::Done | MembershipChange::RoomDeleted => {
+        MembershipChange::Done => {
             tracing::info!(room_id = %id, user_id = %target, by = %user.id, "member removed");
+            st.announce(Control::MemberRemoved {
+                room: id,
+                user: target,
+            })
+            .await;
             Ok(StatusCode::NO_CONTENT)
         }
-        MembershipChange::NotMember => Err(ApiError::NotFound("not a member of this room")),
+        MembershipChange::RoomDeleted => {
+            // Not reachable today (a kick needs an admin besides the target), but if it were, the
+            // room is gone for everyone.
+            st.announce(Control::RoomDeleted { room: id }).await;
+            Ok(StatusCode::NO_CONTENT)
+        }
+        MembershipChange::NotMember => Err(ApiError::NotFound("not a member of this room".into())),
         MembershipChange::LastAdmin => Err(last_admin()),
-        MembershipChange::NotAdmin => Err(ApiError::Forbidden("only room admins may do this")),
+        MembershipChange::NotAdmin => {
+            Err(ApiError::Forbidden("only room admins may do this".into()))
+        }
     }
 }
 

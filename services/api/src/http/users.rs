@@ -111,7 +111,7 @@ async fn get_user(
 ) -> Result<axum::Json<PublicProfile>> {
     let id = parse_id(&id, "id")?;
     let u = st.store.public_user(id).await.map_err(|e| match e {
-        chat_store::StoreError::NotFound => ApiError::NotFound("user not found"),
+        chat_store::StoreError::NotFound => ApiError::NotFound("user not found".into()),
         e => e.into(),
     })?;
     let online = st.bus.is_online(id).await?;

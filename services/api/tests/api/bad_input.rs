@@ -214,8 +214,22 @@ async fn health_ready_and_the_openapi_document_are_served() {
         "/api/v1/auth/register",
         "/api/v1/rooms/{id}/messages",
         "/api/v1/rooms/{id}/members/{userId}",
+        "/api/v1/messages/{id}",
+        "/api/v1/rooms/{id}/read",
     ] {
         assert!(doc["paths"][path].is_object(), "{path} documented");
+    }
+    for (path, method) in [
+        ("/api/v1/rooms/{id}/messages", "get"),
+        ("/api/v1/rooms/{id}/messages", "post"),
+        ("/api/v1/messages/{id}", "patch"),
+        ("/api/v1/messages/{id}", "delete"),
+        ("/api/v1/rooms/{id}/read", "post"),
+    ] {
+        assert!(
+            doc["paths"][path][method].is_object(),
+            "{method} {path} documented"
+        );
     }
     let res = app
         .client

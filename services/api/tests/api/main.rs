@@ -6,4 +6,5 @@ mod auth;
 mod bad_input;
 mod helpers;
 mod history;
+mod messages_write;
 mod rooms;
