@@ -1,5 +1,5 @@
 # The two commands of the README, and a few helpers.
-.PHONY: up down test lint fmt bench
+.PHONY: up down test lint fmt bench manifests image compose-up
 
 up:    ## build and start the whole stack locally, print where to go
 	@scripts/up.sh
@@ -16,3 +16,12 @@ lint:
 
 fmt:
 	cargo fmt --all
+
+manifests:  ## validate deploy/, k8s/ and docker-compose.yml (no Docker or cluster needed)
+	@bash scripts/test.d/15-manifests.sh
+
+image:      ## the container image of the three services (needs Docker)
+	docker build -f deploy/Dockerfile -t chat:local .
+
+compose-up: ## the whole stack in Docker, behind nginx on :8080 (needs Docker)
+	docker compose up --build

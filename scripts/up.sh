@@ -11,7 +11,7 @@ export API_PORT="${API_PORT:-8080}"
 export WORKER_PORT="${WORKER_PORT:-9090}"
 
 echo "up: building (release)…"
-cargo build --release --locked -q -p chat-api -p chat-worker --bins
+cargo build --release --locked -q -p chat-api -p chat-worker -p chat-gateway --bins
 mkdir -p .run
 echo "up: applying migrations"
 target/release/chat-api migrate
@@ -37,10 +37,21 @@ wait_http() { # name, url
   exit 1
 }
 
+GATEWAY_PORTS="${GATEWAY_PORTS:-3000 3001}"
 start api chat-api
 start worker chat-worker
+i=0
+for port in $GATEWAY_PORTS; do
+  i=$((i + 1))
+  start "gateway$i" chat-gateway GATEWAY_PORT="$port" GATEWAY_ID="gateway$i"
+done
 wait_http api "http://127.0.0.1:${API_PORT}/health"
 wait_http worker "http://127.0.0.1:${WORKER_PORT}/health"
+i=0
+for port in $GATEWAY_PORTS; do
+  i=$((i + 1))
+  wait_http "gateway$i" "http://127.0.0.1:${port}/ready"
+done
 
 cat <<MSG
 
@@ -48,6 +59,8 @@ The chat stack is up:
   REST API       http://localhost:${API_PORT}/api/v1
   API docs       http://localhost:${API_PORT}/api/v1/docs   (OpenAPI: /api/v1/openapi.json)
   Health         http://localhost:${API_PORT}/health  ·  http://localhost:${API_PORT}/ready
+  Socket.IO      $(for p in $GATEWAY_PORTS; do printf 'http://localhost:%s  ' "$p"; done)(any of them: gateways are stateless)
+  Gateway health http://localhost:${GATEWAY_PORTS%% *}/ready  ·  metrics http://localhost:${GATEWAY_PORTS%% *}/metrics
   Worker         http://localhost:${WORKER_PORT}/ready  ·  metrics http://localhost:${WORKER_PORT}/metrics
   Logs           .run/*.log
 Stop it with: make down
