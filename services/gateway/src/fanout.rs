@@ -152,11 +152,8 @@ impl Fanout {
                     Err(SendError::Dropped) => {
                         m.queue_drops.fetch_add(1, Relaxed);
                     }
-                    Err(SendError::Overflow) => {
-                        m.slow_disconnects.fetch_add(1, Relaxed);
-                        gone = true;
-                        break;
-                    }
+                    // Overflow closed the connection; its disconnect (reason `QueueOverflow`)
+                    // counts the slow client, once.
                     Err(_) => {
                         gone = true;
                         break;

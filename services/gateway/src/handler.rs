@@ -8,6 +8,7 @@
 use crate::state::{Client, ClientSocket, Gateway};
 use chat_domain::{ClientMsgId, MessageContent, MessageType};
 use chat_realtime::{CursorKind, RtError, SendRequest};
+use deadpool_redis::redis;
 use serde_json::{json, Map, Value};
 use sio::{Accept, ConnectError, ConnectRequest, DisconnectReason, Event};
 use std::collections::HashSet;
@@ -297,7 +298,7 @@ impl Gateway {
         self.metrics.event_in(&ev.name);
         let reply = match ev.name.as_str() {
             "join_room" => self.join_room(&socket, &ev).await,
-            "leave_room" => self.leave_room(&socket, &ev),
+            "leave_room" => self.leave_room(&socket, &ev).await,
             "send_message" => self.send_message(&socket, &ev).await,
             "typing" => self.typing_event(&socket, &ev),
             "edit_message" => self.edit_message(&socket, &ev).await,
@@ -334,6 +335,36 @@ impl Gateway {
                 let _ = socket.emit("error", &(body,));
             }
         }
+    }
+
+    /// Saves the socket's recovery session (its rooms) now, rather than at the next heartbeat.
+    fn session_save(&self, socket: &ClientSocket) -> sio::BoxFuture<()> {
+        use sio::RecoveryStore as _;
+        match socket.pid() {
+            Some(pid) => self.recovery.save(sio::Session {
+                sid: socket.id(),
+                pid,
+                nsp: socket.nsp().to_owned(),
+                state: recovery_state_of(socket),
+            }),
+            None => Box::pin(async {}),
+        }
+    }
+
+    /// The user's read and delivered cursors in the room as Redis has them (0 where it has none).
+    async fn live_cursors(&self, room: Uuid, user: Uuid) -> anyhow::Result<(i64, i64)> {
+        let k = self.rt.room(room);
+        let mut c = self.bus.conn().await?;
+        let (read, delivered): (Option<i64>, Option<i64>) = redis::pipe()
+            .cmd("HGET")
+            .arg(k.read())
+            .arg(user.to_string())
+            .cmd("HGET")
+            .arg(k.delivered())
+            .arg(user.to_string())
+            .query_async(&mut *c)
+            .await?;
+        Ok((read.unwrap_or(0), delivered.unwrap_or(0)))
     }
 
     /// The socket must have joined the room (and so be a member).
@@ -401,6 +432,9 @@ impl Gateway {
                 return Err(unavailable("subscribe", "fan-out unavailable"));
             }
             socket.data().rooms().insert(room);
+            // The session must name the room before the ack: a gateway that dies before its next
+            // heartbeat would otherwise leave a recovering client outside the room it joined.
+            self.session_save(socket).await;
         }
         // Missed messages (recent log first, then MySQL): sent before the ack, after subscribing, so
         // nothing falls between; a message may come twice (replayed and live) — clients keep one per
@@ -443,6 +477,17 @@ impl Gateway {
             .filter_map(|(u, on)| on.then_some(*u))
             .collect();
         let last_seq = self.rt.last_seq(room).await.unwrap_or(0);
+        // The cursors as they are now: Redis runs ahead of MySQL (and of the membership cache). As in
+        // MySQL, what was read was delivered.
+        let (read, delivered) = match self.live_cursors(room, user).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(room = %room, error = %e, "cursors unavailable; reporting MySQL's");
+                (0, 0)
+            }
+        };
+        let read_seq = read.max(membership.read_seq);
+        let delivered_seq = delivered.max(membership.delivered_seq).max(read_seq);
         Ok(json!({
             "ok": true,
             "roomId": room,
@@ -452,20 +497,21 @@ impl Gateway {
             "onlineCount": online.len(),
             "memberCount": members.len(),
             "lastSeq": last_seq,
-            "readSeq": membership.read_seq,
-            "deliveredSeq": membership.delivered_seq,
+            "readSeq": read_seq,
+            "deliveredSeq": delivered_seq,
             "replayed": replayed,
             "hasMore": has_more,
         }))
     }
 
-    fn leave_room(&self, socket: &ClientSocket, ev: &Event) -> Reply {
+    async fn leave_room(&self, socket: &ClientSocket, ev: &Event) -> Reply {
         let a = Args::of(ev)?;
         let room = a.uuid("roomId")?;
         let was_in = socket.data().rooms().remove(&room);
         if was_in {
             self.typing.stop(socket, room);
             self.fanout.leave(room, socket.id());
+            self.session_save(socket).await;
         }
         Ok(json!({"ok": true, "roomId": room, "left": was_in}))
     }
