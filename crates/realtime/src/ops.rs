@@ -10,6 +10,22 @@ use deadpool_redis::redis::{self, Script, Value};
 use std::time::Duration;
 use uuid::Uuid;
 
+/// A traceparent as a script argument: the W3C text (`00-<32 hex>-<16 hex>-<2 hex>`, lower case), or
+/// `''` for none. Anything else is dropped, since the scripts paste it into JSON and msgpack as is.
+pub(crate) fn traceparent_arg(tp: Option<&str>) -> String {
+    let valid = |tp: &str| {
+        let parts: Vec<&str> = tp.split('-').collect();
+        parts.len() == 4
+            && parts.iter().zip([2, 32, 16, 2]).all(|(p, len)| {
+                p.len() == len && p.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+            })
+    };
+    match tp {
+        Some(tp) if valid(tp) => tp.to_owned(),
+        _ => String::new(),
+    }
+}
+
 /// A message to send. The caller has checked that `sender` is a member of `room`.
 #[derive(Debug, Clone)]
 pub struct SendRequest {
@@ -18,7 +34,8 @@ pub struct SendRequest {
     pub kind: MessageType,
     pub content: MessageContent,
     pub client_msg_id: Option<ClientMsgId>,
-    /// W3C trace context to carry to the worker.
+    /// W3C trace context to carry to the worker (the stream envelope) and the gateways' fan-out (the
+    /// published event's `tp`). Ignored unless it is a well-formed `traceparent`.
     pub traceparent: Option<String>,
 }
 
@@ -163,7 +180,7 @@ impl Realtime {
             req.content.as_str().to_owned(),
             cmid.unwrap_or("").to_owned(),
             created_ms.to_string(),
-            req.traceparent.clone().unwrap_or_default(),
+            traceparent_arg(req.traceparent.as_deref()),
             self.cfg.log_cap.to_string(),
             DEDUPE_TTL.as_secs().to_string(),
             ROOM_KEY_TTL.as_millis().to_string(),
@@ -382,7 +399,7 @@ impl Realtime {
             at_ms.to_string(),
             at_iso.to_owned(),
             data.to_string(),
-            traceparent.unwrap_or("").to_owned(),
+            traceparent_arg(traceparent),
             self.cfg.log_cap.to_string(),
             ROOM_KEY_TTL.as_millis().to_string(),
         ];
@@ -441,7 +458,7 @@ impl Realtime {
             ms.to_string(),
             iso,
             room.to_string(),
-            traceparent.unwrap_or("").to_owned(),
+            traceparent_arg(traceparent),
             self.cfg.log_cap.to_string(),
             format!(r#"{{"roomId":"{room}","userId":"{user}","seq":"#),
             ROOM_KEY_TTL.as_millis().to_string(),
@@ -545,5 +562,27 @@ impl Realtime {
             .collect();
         out.sort_by_key(|e| e.pos);
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::traceparent_arg;
+
+    #[test]
+    fn only_well_formed_traceparents_reach_the_scripts() {
+        let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        assert_eq!(traceparent_arg(Some(tp)), tp);
+        for bad in [
+            "",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-02",
+            "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c8031\"c-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-0\"}",
+        ] {
+            assert_eq!(traceparent_arg(Some(bad)), "", "{bad}");
+        }
+        assert_eq!(traceparent_arg(None), "");
     }
 }

@@ -7,22 +7,25 @@
 //! `chat_bus::stream`), given a **position** `pos` (Redis `TIME` in microseconds, forced strictly
 //! increasing per room), added to the room's capped **event log** (a sorted set scored by `pos`), and
 //! **published** on the room channel. The published text and the log member are the same JSON:
-//! `{"e":<event name>,"pos":<pos>,"prev":<previous pos of the room, 0 if none>,"d":<payload>}`.
-//! Gateways use `prev` to notice a message pub/sub lost (and refill from the log), and clients use
-//! `pos` as their connection-state-recovery offset.
+//! `{"e":<event name>,"pos":<pos>,"prev":<previous pos of the room, 0 if none>,"d":<payload>}`, plus
+//! `,"tp":<W3C traceparent>` at the end when the caller passed one (tracing on), so the gateways' fan-out
+//! continues the sender's trace. Gateways use `prev` to notice a message pub/sub lost (and refill from
+//! the log), and clients use `pos` as their connection-state-recovery offset.
 
 use deadpool_redis::redis::Script;
 use std::sync::LazyLock;
 
 /// Helpers shared by the scripts (prepended to each).
 const PRELUDE: &str = r#"
-local function room_event(pos_key, log_key, channel, cap, ttl, name, data, now_us)
+local function room_event(pos_key, log_key, channel, cap, ttl, name, data, now_us, tp)
   local prev = tonumber(redis.call('GET', pos_key) or '0')
   local pos = now_us
   if pos <= prev then pos = prev + 1 end
   local ps = string.format('%.0f', pos)
   redis.call('SET', pos_key, ps, 'PX', ttl)
-  local ev = '{"e":"' .. name .. '","pos":' .. ps .. ',"prev":' .. string.format('%.0f', prev) .. ',"d":' .. data .. '}'
+  local tail = '}'
+  if tp ~= '' then tail = ',"tp":"' .. tp .. '"}' end
+  local ev = '{"e":"' .. name .. '","pos":' .. ps .. ',"prev":' .. string.format('%.0f', prev) .. ',"d":' .. data .. tail
   redis.call('ZADD', log_key, ps, ev)
   local n = redis.call('ZCARD', log_key)
   if n > cap then redis.call('ZREMRANGEBYRANK', log_key, 0, n - cap - 1) end
@@ -87,7 +90,7 @@ local env = {v = 1, t = 'message_created', id = ARGV[3], room_id = ARGV[6], seq 
 if ARGV[10] ~= '' then env.client_msg_id = ARGV[10] end
 if ARGV[12] ~= '' then env.traceparent = ARGV[12] end
 redis.call('XADD', KEYS[8], '*', 'e', cmsgpack.pack(env))
-local pos = room_event(KEYS[2], KEYS[3], KEYS[9], cap, ttl, 'receive_message', msg, sec * 1000000 + usec)
+local pos = room_event(KEYS[2], KEYS[3], KEYS[9], cap, ttl, 'receive_message', msg, sec * 1000000 + usec, ARGV[12])
 return {'ok', msg, pos}
 "#;
 
@@ -129,7 +132,7 @@ if ARGV[10] ~= '' then env.traceparent = ARGV[10] end
 redis.call('XADD', KEYS[4], '*', 'e', cmsgpack.pack(env))
 local name = 'message_deleted'
 if edit then name = 'message_edited' end
-local pos = room_event(KEYS[1], KEYS[2], KEYS[5], tonumber(ARGV[11]), tonumber(ARGV[12]), name, ARGV[9], sec * 1000000 + usec)
+local pos = room_event(KEYS[1], KEYS[2], KEYS[5], tonumber(ARGV[11]), tonumber(ARGV[12]), name, ARGV[9], sec * 1000000 + usec, ARGV[10])
 return {'ok', pos}
 "#;
 
@@ -173,7 +176,7 @@ local data = ARGV[10] .. ws .. ',"messageId":' .. mid .. ',"' .. at_field .. '":
 local env = {v = 1, t = kind, room_id = ARGV[7], user_id = ARGV[1], seq = want, at = tonumber(ARGV[5])}
 if ARGV[8] ~= '' then env.traceparent = ARGV[8] end
 redis.call('XADD', KEYS[6], '*', 'e', cmsgpack.pack(env))
-room_event(KEYS[4], KEYS[5], KEYS[7], tonumber(ARGV[9]), ttl, name, data, sec * 1000000 + usec)
+room_event(KEYS[4], KEYS[5], KEYS[7], tonumber(ARGV[9]), ttl, name, data, sec * 1000000 + usec, ARGV[8])
 return {'ok', ws}
 "#;
 

@@ -1,6 +1,7 @@
 //! The JSON that travels on room channels and sits in the room logs.
 //!
-//! Durable events: `{"e":<event>,"pos":<µs>,"prev":<µs>,"d":<payload>}` (built by the scripts).
+//! Durable events: `{"e":<event>,"pos":<µs>,"prev":<µs>,"d":<payload>,"tp":<traceparent>?}` (built by
+//! the scripts; `tp` only when the sender's request was traced).
 //! Volatile events (typing, presence, joins and leaves): `{"e":<event>,"d":<payload>,"x":<user>?}`,
 //! where `x` is a user whose sockets must not get it (typing is never echoed to the typist).
 //! Payloads are exactly what clients receive as the event's argument.
@@ -27,6 +28,9 @@ pub struct RoomEvent<'a> {
     /// A user whose sockets must not receive the event.
     #[serde(default)]
     pub x: Option<Uuid>,
+    /// The W3C `traceparent` of the request that produced the event (durable events, tracing on).
+    #[serde(default, borrow)]
+    pub tp: Option<&'a str>,
 }
 
 impl<'a> RoomEvent<'a> {
@@ -150,6 +154,12 @@ mod tests {
         let v = volatile("typing", &serde_json::json!({"isTyping": true}), Some(u));
         let e = RoomEvent::parse(&v).expect("volatile");
         assert_eq!((e.e, e.pos, e.x), ("typing", None, Some(u)));
+        assert_eq!(e.tp, None);
+        let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let text =
+            format!(r#"{{"e":"receive_message","pos":12,"prev":3,"d":{{"a":1}},"tp":"{tp}"}}"#);
+        let e = RoomEvent::parse(&text).expect("traced");
+        assert_eq!((e.pos, e.d.get(), e.tp), (Some(12), r#"{"a":1}"#, Some(tp)));
         assert!(RoomEvent::parse("{}").is_err());
         assert!(RoomEvent::parse("not json").is_err());
     }

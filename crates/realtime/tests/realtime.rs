@@ -4,7 +4,7 @@
 //! read-your-writes history, the room logs and the pub/sub events.
 #![allow(clippy::unwrap_used)]
 
-use chat_bus::stream::{decode, Event};
+use chat_bus::stream::{decode, Envelope, Event};
 use chat_bus::{shard_of, Bus};
 use chat_domain::{ClientMsgId, MessageContent, MessageType};
 use chat_realtime::{
@@ -129,6 +129,15 @@ impl World {
 
     /// Every stream entry of every shard, decoded, in stream order per shard.
     async fn stream_events(&self) -> Vec<Event> {
+        self.stream_envelopes()
+            .await
+            .into_iter()
+            .map(|e| e.event)
+            .collect()
+    }
+
+    /// Every stream entry of every shard, decoded, in stream order per shard.
+    async fn stream_envelopes(&self) -> Vec<Envelope> {
         let mut c = self.redis().await;
         let mut out = Vec::new();
         for s in 0..SHARDS {
@@ -143,7 +152,7 @@ impl World {
                 let bytes: Vec<u8> = e.get("e").expect("field e");
                 let env = decode(&bytes).expect("the script's envelope decodes");
                 assert_eq!(env.shard(SHARDS), s, "entry on its room's shard");
-                out.push(env.event);
+                out.push(env);
             }
         }
         out
@@ -1081,6 +1090,68 @@ async fn durable_events_are_published_and_logged_in_position_order() {
         .await
         .unwrap()
         .is_empty());
+}
+
+#[tokio::test]
+async fn a_traceparent_travels_in_the_envelope_and_as_tp_in_the_published_event() {
+    let w = World::new().await;
+    let (room, alice, bob) = (w.rooms[0], w.users[0], w.users[1]);
+    let mut ps = w.subscribe(&[w.rt.room(room).channel()]).await;
+    let tp = |n: u8| format!("00-0af7651916cd43dd8448eb211c80319c-00000000000000{n:02x}-01");
+    let sent =
+        w.rt.send(&SendRequest {
+            room,
+            sender: alice,
+            kind: MessageType::Text,
+            content: MessageContent::parse("traced").unwrap(),
+            client_msg_id: None,
+            traceparent: Some(tp(1)),
+        })
+        .await
+        .unwrap();
+    let content = MessageContent::parse("traced!").unwrap();
+    w.rt.edit(alice, sent.message.id, &content, Some(&tp(2)))
+        .await
+        .unwrap();
+    w.rt.cursor(bob, room, CursorKind::Read, 1, 0, Some(&tp(3)))
+        .await
+        .unwrap();
+    // Not a traceparent: dropped rather than pasted into the JSON.
+    w.rt.delete(alice, sent.message.id, Some("00-\"},\"x\":1-{"))
+        .await
+        .unwrap();
+
+    let mut texts = Vec::new();
+    for _ in 0..4 {
+        texts.push(next_msg(&mut ps).await.1);
+    }
+    for (i, text) in texts.iter().enumerate() {
+        let v: Value = serde_json::from_str(text).unwrap();
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        let ev = RoomEvent::parse(text).unwrap();
+        if i < 3 {
+            assert_eq!(keys.len(), 5, "{text}");
+            assert_eq!(ev.tp, Some(tp(i as u8 + 1).as_str()), "{text}");
+            assert!(text.ends_with(&format!(r#","tp":"{}"}}"#, tp(i as u8 + 1))));
+        } else {
+            assert_eq!(keys.len(), 4, "no tp without a valid traceparent: {text}");
+            assert_eq!(ev.tp, None);
+        }
+    }
+    // The log keeps the same texts, so a refill continues the trace too.
+    let log = w.rt.log_after(&[room], 0).await.unwrap();
+    assert_eq!(
+        log.iter().map(|e| e.text.as_str()).collect::<Vec<_>>(),
+        texts
+    );
+    // The envelopes carry the same traceparents to the worker.
+    let envs = w.stream_envelopes().await;
+    assert_eq!(
+        envs.iter()
+            .map(|e| e.traceparent.clone())
+            .collect::<Vec<_>>(),
+        [Some(tp(1)), Some(tp(2)), Some(tp(3)), None]
+    );
 }
 
 #[tokio::test]
