@@ -2,6 +2,7 @@
 //! and token revocation. A library with a thin `main`, so tests start the real service on port 0.
 
 pub mod http;
+pub mod metrics;
 pub mod startup;
 pub mod state;
 

@@ -8,6 +8,13 @@ use chat_config::Config;
 async fn main() -> anyhow::Result<()> {
     let config = Config::from_env().context("invalid configuration")?;
     chat_telemetry::init("chat-api", config.log_format);
+    let result = run(config).await;
+    // The last spans, if tracing is on.
+    chat_telemetry::shutdown();
+    result
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
     match std::env::args().nth(1).as_deref() {
         None | Some("serve") => Application::build(config).await?.run_until_stopped().await,
         Some("migrate") => {

@@ -58,6 +58,7 @@ impl Application {
             tokens,
             hasher: Arc::new(PasswordHasher::new()),
             hash_slots: Arc::new(tokio::sync::Semaphore::new(hash_slots)),
+            metrics: Arc::default(),
         };
         Ok(Self {
             listener,

@@ -30,6 +30,8 @@ pub struct AppState {
     /// Caps concurrent argon2 runs (each allocates 19 MiB): without it a burst of logins could exhaust
     /// the process's memory; with it, hashing memory is bounded by slots × 19 MiB.
     pub hash_slots: Arc<Semaphore>,
+    /// Request counts and latencies by route, dependency errors (`/metrics`).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl AppState {

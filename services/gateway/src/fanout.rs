@@ -124,10 +124,35 @@ fn frames_for(ev: &RoomEvent<'_>) -> Vec<Frame> {
 }
 
 impl Fanout {
-    /// Queues an event on the room's sockets (those not already served past it).
+    /// Queues an event on the room's sockets (those not already served past it). With tracing export
+    /// on, an event that carries its sender's `traceparent` (`tp`) is delivered in a short span
+    /// `chat.fanout`, a child of the sender's span; otherwise nothing but a flag is checked.
     fn deliver(&mut self, room: Uuid, ev: &RoomEvent<'_>) {
+        if let (true, Some(tp)) = (chat_telemetry::enabled(), ev.tp) {
+            if !self.rooms.contains_key(&room) {
+                return;
+            }
+            let span = tracing::info_span!(
+                parent: None,
+                "chat.fanout",
+                %room,
+                event = ev.e,
+                gateway = %self.gw.config.gateway.id,
+                sockets = tracing::field::Empty,
+            );
+            chat_telemetry::set_parent_from_traceparent(&span, tp);
+            let _entered = span.enter();
+            let sent = self.deliver_now(room, ev);
+            span.record("sockets", sent);
+        } else {
+            self.deliver_now(room, ev);
+        }
+    }
+
+    /// [`Fanout::deliver`] itself; returns how many sockets got the event.
+    fn deliver_now(&mut self, room: Uuid, ev: &RoomEvent<'_>) -> u64 {
         let Some(subs) = self.rooms.get_mut(&room) else {
-            return;
+            return 0;
         };
         let frames = frames_for(ev);
         let class = if ev.pos.is_some() {
@@ -170,7 +195,9 @@ impl Fanout {
             m.deliver_latency.observe(Duration::from_micros(lat));
         }
         m.deliveries.fetch_add(sent, Relaxed);
-        m.event_out(ev.e, sent / frames.len().max(1) as u64);
+        let sockets = sent / frames.len().max(1) as u64;
+        m.event_out(ev.e, sockets);
+        sockets
     }
 
     /// Forwards a channel message of `room`, refilling a gap from the room log first.

@@ -15,6 +15,7 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 /// How many messages a `join_room {sinceSeq}` replays at most (older ones: page the REST history).
@@ -183,6 +184,28 @@ fn refuse(gw: &Gateway, code: &'static str, message: &str) -> ConnectError {
     ConnectError::with_data(message, json!({"code": code}))
 }
 
+/// With tracing export on, a root span for a client event that writes to a room (its `traceparent`
+/// travels with the event to the worker and the other gateways); otherwise a disabled span, so the
+/// event costs nothing more. The room is recorded once parsed; content never is.
+fn traced(name: &'static str, socket: &ClientSocket) -> tracing::Span {
+    if !chat_telemetry::enabled() {
+        return tracing::Span::none();
+    }
+    let user = socket.data().user;
+    let room = tracing::field::Empty;
+    match name {
+        "chat.send" => tracing::info_span!(parent: None, "chat.send", %user, room),
+        "chat.edit" => tracing::info_span!(parent: None, "chat.edit", %user, room),
+        "chat.delete" => tracing::info_span!(parent: None, "chat.delete", %user, room),
+        _ => tracing::info_span!(parent: None, "chat.mark", %user, room),
+    }
+}
+
+/// Records the room on the current span (a no-op without tracing).
+fn record_room(room: Uuid) {
+    tracing::Span::current().record("room", tracing::field::display(room));
+}
+
 impl Gateway {
     fn fail_unavailable_connect(&self, e: impl std::fmt::Display) -> ConnectError {
         tracing::error!(error = %e, "authentication dependency failed");
@@ -299,14 +322,32 @@ impl Gateway {
         let reply = match ev.name.as_str() {
             "join_room" => self.join_room(&socket, &ev).await,
             "leave_room" => self.leave_room(&socket, &ev).await,
-            "send_message" => self.send_message(&socket, &ev).await,
-            "typing" => self.typing_event(&socket, &ev),
-            "edit_message" => self.edit_message(&socket, &ev).await,
-            "delete_message" => self.delete_message(&socket, &ev).await,
-            "mark_read" | "mark_message_read" | "read_message" => {
-                self.mark(&socket, &ev, CursorKind::Read).await
+            "send_message" => {
+                self.send_message(&socket, &ev)
+                    .instrument(traced("chat.send", &socket))
+                    .await
             }
-            "message_delivered" => self.mark(&socket, &ev, CursorKind::Delivered).await,
+            "typing" => self.typing_event(&socket, &ev),
+            "edit_message" => {
+                self.edit_message(&socket, &ev)
+                    .instrument(traced("chat.edit", &socket))
+                    .await
+            }
+            "delete_message" => {
+                self.delete_message(&socket, &ev)
+                    .instrument(traced("chat.delete", &socket))
+                    .await
+            }
+            "mark_read" | "mark_message_read" | "read_message" => {
+                self.mark(&socket, &ev, CursorKind::Read)
+                    .instrument(traced("chat.mark", &socket))
+                    .await
+            }
+            "message_delivered" => {
+                self.mark(&socket, &ev, CursorKind::Delivered)
+                    .instrument(traced("chat.mark", &socket))
+                    .await
+            }
             other => {
                 tracing::info!(event = other, "unknown event");
                 Err(Failure::validation(format!("unknown event {other:?}")))
@@ -545,6 +586,7 @@ impl Gateway {
             Some(_) => return Err(Failure::validation("clientMsgId must be a string")),
         };
         let user = socket.data().user;
+        record_room(room);
         Self::joined(socket, room)?;
         // The socket joined, but the membership may have ended since (kick): check the cache.
         let member = self
@@ -564,7 +606,7 @@ impl Gateway {
                 kind,
                 content,
                 client_msg_id,
-                traceparent: None,
+                traceparent: chat_telemetry::current_traceparent(),
             })
             .await
             .map_err(Failure::from)?;
@@ -592,7 +634,12 @@ impl Gateway {
             .map_err(|e| Failure::validation(format!("content {e}")))?;
         let data = self
             .rt
-            .edit(socket.data().user, id, &content, None)
+            .edit(
+                socket.data().user,
+                id,
+                &content,
+                chat_telemetry::current_traceparent().as_deref(),
+            )
             .await
             .map_err(Failure::from)?;
         Ok(json!({"ok": true, "message": data}))
@@ -603,7 +650,11 @@ impl Gateway {
         let id = a.uuid("messageId")?;
         let data = self
             .rt
-            .delete(socket.data().user, id, None)
+            .delete(
+                socket.data().user,
+                id,
+                chat_telemetry::current_traceparent().as_deref(),
+            )
             .await
             .map_err(Failure::from)?;
         Ok(json!({"ok": true, "message": data}))
@@ -655,6 +706,7 @@ impl Gateway {
             seq = Some(seq.map_or(m.seq, |s| s.max(m.seq)));
         }
         let room = room.ok_or_else(|| Failure::validation("roomId is required"))?;
+        record_room(room);
         let seq = seq.unwrap_or(0);
         Self::joined(socket, room)?;
         let member = self
@@ -669,7 +721,14 @@ impl Gateway {
         };
         let (at, moved) = self
             .rt
-            .cursor(user, room, kind, seq, floor, None)
+            .cursor(
+                user,
+                room,
+                kind,
+                seq,
+                floor,
+                chat_telemetry::current_traceparent().as_deref(),
+            )
             .await
             .map_err(Failure::from)?;
         Ok(json!({"ok": true, "roomId": room, "seq": at, "moved": moved}))

@@ -252,3 +252,37 @@ impl Metrics {
         o
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_gateway_name_of_the_contract_is_rendered() {
+        // Read at run time: the image's build context has no scripts/.
+        let contract = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../scripts/ops/metrics.txt"
+        ))
+        .expect("scripts/ops/metrics.txt");
+        let m = Metrics::default();
+        m.event_in("send_message");
+        m.event_out("receive_message", 2);
+        m.send_latency.observe(Duration::from_millis(2));
+        let text = m.render();
+        let mut n = 0;
+        for line in contract.lines().filter(|l| l.starts_with("gateway ")) {
+            let mut parts = line.split_whitespace().skip(1);
+            let (name, kind) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            assert!(
+                text.contains(&format!("# TYPE {name} {kind}\n")),
+                "{name} ({kind}) missing from\n{text}"
+            );
+            n += 1;
+        }
+        assert_eq!(n, 15);
+        assert!(text.contains("chat_gateway_events_in_total{event=\"send_message\"} 1"));
+        assert!(text.contains("chat_gateway_events_out_total{event=\"receive_message\"} 2"));
+        assert!(text.contains("chat_gateway_send_latency_seconds_bucket{le=\"0.002\"} 1"));
+    }
+}

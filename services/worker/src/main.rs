@@ -8,5 +8,11 @@ use chat_worker::Application;
 async fn main() -> anyhow::Result<()> {
     let config = Config::from_env().context("invalid configuration")?;
     chat_telemetry::init("chat-worker", config.log_format);
-    Application::build(config).await?.run_until_stopped().await
+    let result = match Application::build(config).await {
+        Ok(app) => app.run_until_stopped().await,
+        Err(e) => Err(e),
+    };
+    // The last spans, if tracing is on.
+    chat_telemetry::shutdown();
+    result
 }

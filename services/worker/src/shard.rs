@@ -14,6 +14,9 @@
 //!    entries MySQL refuses;
 //! 6. in one `MULTI`: `XADD` the dead letters to `P:v1:{s}:dead`, `XACK` everything handled.
 //!
+//! With tracing export on, steps 5 and 6 run in a span `chat.persist_batch` linked to the span of
+//! every entry's producer (the envelope's `traceparent`, at most 128 links).
+//!
 //! A crash anywhere before step 6 leaves the entries pending: the same consumer re-reads them after a
 //! restart (step 2), another one takes them over (step 1), and replaying them is harmless because every
 //! write is idempotent. A stop request is honoured between batches, so the current batch is finished.
@@ -33,6 +36,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 /// What every shard loop of the process shares.
@@ -334,6 +338,41 @@ impl ShardLoop {
             }
         }
 
+        // With tracing on, the batch is one span linked to the request of every entry that carried
+        // a traceparent (a root span: the shard loop's own span never ends).
+        let span = if chat_telemetry::enabled() {
+            let span = tracing::info_span!(
+                parent: None,
+                "chat.persist_batch",
+                shard = self.shard,
+                entries = items.len(),
+                dead = dead.len(),
+                links = tracing::field::Empty,
+            );
+            let links = chat_telemetry::add_links(
+                &span,
+                items.iter().filter_map(|i| i.env.traceparent.as_deref()),
+            );
+            span.record("links", links);
+            span
+        } else {
+            tracing::Span::none()
+        };
+        self.persist(items, dead, acks, now, stop)
+            .instrument(span)
+            .await
+    }
+
+    /// Applies decoded items, then dead-letters and acknowledges what is done.
+    async fn persist(
+        &mut self,
+        items: Vec<Item>,
+        mut dead: Vec<Dead>,
+        mut acks: Vec<String>,
+        now: Instant,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<(), Stopped> {
+        let shared = Arc::clone(&self.shared);
         let applied = if items.is_empty() {
             Applied::default()
         } else {

@@ -10,6 +10,8 @@ use std::borrow::Cow;
 use std::time::Duration;
 use utoipa::ToSchema;
 
+use crate::metrics::Dependency;
+
 pub type Result<T, E = ApiError> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
@@ -156,15 +158,36 @@ impl From<FieldErrors> for ApiError {
     }
 }
 
+/// The dependency a 5xx failed on, for `chat_api_{mysql,redis}_errors_total` (counted by the metrics
+/// middleware from the response's extensions).
+fn dependency_of(e: &anyhow::Error) -> Option<Dependency> {
+    e.chain().find_map(|c| {
+        if c.is::<chat_store::StoreError>() || c.is::<sqlx::Error>() {
+            Some(Dependency::Mysql)
+        } else if c.is::<chat_bus::BusError>()
+            || c.is::<deadpool_redis::redis::RedisError>()
+            || c.is::<deadpool_redis::PoolError>()
+        {
+            Some(Dependency::Redis)
+        } else {
+            None
+        }
+    })
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        match &self {
+        let dependency = match &self {
             Self::Internal(e) | Self::Unavailable(e) => {
                 tracing::error!(error = ?e, code = self.code(), "request failed");
+                dependency_of(e)
             }
-            _ => tracing::debug!(code = self.code(), error = %self, "request refused"),
-        }
+            _ => {
+                tracing::debug!(code = self.code(), error = %self, "request refused");
+                None
+            }
+        };
         let message = match &self {
             Self::Internal(_) => "internal error".to_owned(),
             Self::Unavailable(_) => "service temporarily unavailable".to_owned(),
@@ -194,6 +217,9 @@ impl IntoResponse for ApiError {
             },
         };
         let mut res = (status, axum::Json(body)).into_response();
+        if let Some(dep) = dependency {
+            res.extensions_mut().insert(dep);
+        }
         if let Some(secs) = retry_after_secs {
             res.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));

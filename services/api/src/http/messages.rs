@@ -229,7 +229,7 @@ async fn send_message(
             kind,
             content,
             client_msg_id,
-            traceparent: None,
+            traceparent: chat_telemetry::current_traceparent(),
         })
         .await?;
     let status = if sent.duplicate {
@@ -264,7 +264,15 @@ async fn edit_message(
     let Some(content) = content else {
         return Err(errs.into());
     };
-    let edited = st.rt.edit(user.id, id, &content, None).await?;
+    let edited = st
+        .rt
+        .edit(
+            user.id,
+            id,
+            &content,
+            chat_telemetry::current_traceparent().as_deref(),
+        )
+        .await?;
     Ok(axum::Json(
         serde_json::from_value(edited).map_err(ApiError::internal)?,
     ))
@@ -281,7 +289,14 @@ async fn delete_message(
     Path(id): Path<String>,
 ) -> Result<axum::Json<MessageDeleted>> {
     let id = parse_id(&id, "message id")?;
-    let deleted = st.rt.delete(user.id, id, None).await?;
+    let deleted = st
+        .rt
+        .delete(
+            user.id,
+            id,
+            chat_telemetry::current_traceparent().as_deref(),
+        )
+        .await?;
     Ok(axum::Json(
         serde_json::from_value(deleted).map_err(ApiError::internal)?,
     ))
@@ -336,7 +351,7 @@ async fn mark_read(
             CursorKind::Read,
             seq,
             membership.read_seq,
-            None,
+            chat_telemetry::current_traceparent().as_deref(),
         )
         .await?;
     Ok(axum::Json(MarkReadResponse {

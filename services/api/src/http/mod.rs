@@ -8,8 +8,9 @@ mod messages;
 mod rooms;
 mod users;
 
+use crate::metrics::{Dependency, UNMATCHED};
 use crate::state::AppState;
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
@@ -17,12 +18,11 @@ use axum::routing::get;
 use axum::Router;
 use error::ApiError;
 use extract::{bearer, client_ip};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use tracing::Level;
+use tower_http::trace::TraceLayer;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -87,12 +87,16 @@ pub fn router(state: AppState) -> Router {
             get(move || async move { ([(header::CONTENT_TYPE, "application/json")], doc_json) }),
         )
         .route("/api/v1/docs", get(docs_page))
+        .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async {
             (StatusCode::METHOD_NOT_ALLOWED, axum::Json(serde_json::json!({
                 "error": {"code": "METHOD_NOT_ALLOWED", "message": "method not allowed on this route"}
             })))
         })
+        // Inside the routing, so the matched route template is known (outside the CORS layer:
+        // preflights are not counted).
+        .layer(middleware::from_fn_with_state(state.clone(), track))
         .with_state(state.clone())
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT));
     for (name, value) in SECURITY_HEADERS {
@@ -106,18 +110,84 @@ pub fn router(state: AppState) -> Router {
             // One span per request (method, path, request id) and one INFO line per response with its
             // status and latency; as JSON lines with LOG_FORMAT=json.
             TraceLayer::new_for_http()
+                // Probes and scrapes (`/health`, `/ready`, `/metrics`) at DEBUG: they come every few
+                // seconds and say nothing.
                 .make_span_with(|req: &Request| {
                     let request_id = req
                         .headers()
                         .get("x-request-id")
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("");
-                    tracing::info_span!("request", method = %req.method(), path = %log_path(req.uri().path()), request_id)
+                    let path = log_path(req.uri().path());
+                    let empty = tracing::field::Empty;
+                    if is_ops_path(req.uri().path()) {
+                        tracing::debug_span!("request", method = %req.method(), path = %path, request_id)
+                    } else {
+                        tracing::info_span!("request", method = %req.method(), path = %path, request_id, otel.name = empty, http.route = empty, http.status_code = empty)
+                    }
                 })
-                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+                .on_response(|res: &Response, latency: Duration, _span: &tracing::Span| {
+                    let latency = format_args!("{} ms", latency.as_millis());
+                    let status = res.status().as_u16();
+                    // The target and fields of tower-http's DefaultOnResponse, so filters and log
+                    // readers see the same lines as before.
+                    const TARGET: &str = "tower_http::trace::on_response";
+                    if res.extensions().get::<Quiet>().is_some() {
+                        tracing::debug!(target: TARGET, %latency, status, "finished processing request");
+                    } else {
+                        tracing::info!(target: TARGET, %latency, status, "finished processing request");
+                    }
+                }),
         )
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+/// The operational endpoints, logged at DEBUG rather than INFO.
+fn is_ops_path(path: &str) -> bool {
+    matches!(path, "/health" | "/ready" | "/metrics")
+}
+
+/// Marks a response of an operational endpoint, so its line is logged at DEBUG.
+#[derive(Clone, Copy)]
+struct Quiet;
+
+/// Counts every routed request by route template and status, and the dependency errors its response
+/// reports; with tracing export on, names the request span after the route.
+async fn track(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let method = chat_telemetry::enabled().then(|| req.method().clone());
+    let quiet = is_ops_path(req.uri().path());
+    let mut res = next.run(req).await;
+    let route = route.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
+    st.metrics
+        .observe(route, res.status().as_u16(), started.elapsed());
+    if let Some(dep) = res.extensions().get::<Dependency>() {
+        st.metrics.dependency_error(*dep);
+    }
+    if let Some(method) = method {
+        let span = tracing::Span::current();
+        span.record("otel.name", format!("{method} {route}"));
+        span.record("http.route", route);
+        span.record("http.status_code", res.status().as_u16());
+    }
+    if quiet {
+        res.extensions_mut().insert(Quiet);
+    }
+    res
+}
+
+/// `/metrics`: Prometheus text.
+async fn metrics(State(st): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        st.metrics.render(),
+    )
+        .into_response()
 }
 
 /// The path as logged: invite codes are secrets (they admit people to private rooms), so they are
@@ -225,6 +295,7 @@ async fn rate_limit(State(st): State<AppState>, mut req: Request, next: Next) ->
             res
         }
         Err(e) => {
+            st.metrics.dependency_error(Dependency::Redis);
             tracing::warn!(error = ?e, "rate limiter unavailable; request allowed");
             next.run(req).await
         }

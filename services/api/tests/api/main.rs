@@ -7,4 +7,5 @@ mod bad_input;
 mod helpers;
 mod history;
 mod messages_write;
+mod metrics;
 mod rooms;

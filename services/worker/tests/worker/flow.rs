@@ -60,6 +60,26 @@ async fn ten_thousand_messages_across_many_rooms_become_exactly_ten_thousand_row
         "{text}"
     );
     assert!(text.contains("chat_worker_stream_pending{shard=\"0\"}"));
+    // Every worker series the dashboards and alerts use is exposed.
+    // Read at run time: the image's build context has no scripts/.
+    let contract = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../scripts/ops/metrics.txt"
+    ))
+    .expect("scripts/ops/metrics.txt");
+    for name in contract
+        .lines()
+        .filter(|l| l.starts_with("worker "))
+        .filter_map(|l| l.split_whitespace().nth(1))
+    {
+        assert!(
+            text.contains(&format!("# TYPE {name} ")),
+            "{name} in
+{text}"
+        );
+    }
+    assert!(text.contains("chat_worker_batches_total "), "{text}");
+    assert!(!text.contains("chat_worker_batches_total 0\n"), "{text}");
     worker.stop().await;
 }
 
