@@ -1,7 +1,8 @@
 //! Connection state recovery across gateways: sessions live in Redis (`P:v1:sio:<pid>`), so a client
 //! whose gateway died reconnects to any other one and gets its socket back. Sessions are saved at
-//! connect, refreshed with the socket's rooms on every presence heartbeat (so a crashed gateway's
-//! sessions are current to within a heartbeat), and expire `RECOVERY_WINDOW_SECS` after the last save.
+//! connect, again whenever the socket joins or leaves a room (before the ack, so a gateway killed right
+//! after a join still hands the room over), refreshed on every presence heartbeat, and expire
+//! `RECOVERY_WINDOW_SECS` after the last save.
 
 use chat_bus::Bus;
 use deadpool_redis::redis;

@@ -3,7 +3,7 @@
 
 import assert from "node:assert/strict";
 import crypto from "node:crypto";
-import { ack, signJwt, sleep, suite, withTimeout } from "./harness.mjs";
+import { ack, signJwt, suite, withTimeout } from "./harness.mjs";
 
 const s = suite("access");
 

@@ -2,7 +2,7 @@
 // global rate limit, and exactly-once retried sends.
 
 import assert from "node:assert/strict";
-import { ack, eventually, sleep, suite } from "./harness.mjs";
+import { ack, sleep, suite } from "./harness.mjs";
 
 const s = suite("messaging");
 

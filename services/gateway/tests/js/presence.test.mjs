@@ -26,7 +26,7 @@ s.test("typing reaches others on the other gateway, never the typist's own socke
   const off = await b.rec.waitFor("typing", { pred: (e) => !e.isTyping, ms: 4000 });
   const took = Date.now() - t0;
   assert.deepEqual(off, { roomId: room.id, userId: alice.id, isTyping: false });
-  assert.ok(took >= 900 && took <= 2500, `expired after ${took} ms (timeout 1000 ms)`);
+  assert.ok(took >= 900 && took <= 3000, `expired after ${took} ms (timeout 1000 ms)`);
   await c.rec.waitFor("typing", { pred: (e) => !e.isTyping });
 
   // Refreshed every 300 ms for 1.8 s: no "off" meanwhile, and at most one "on" per second published.
@@ -43,7 +43,7 @@ s.test("typing reaches others on the other gateway, never the typist's own socke
   const stopAt = Date.now();
   await ack(a1, "typing", { roomId: room.id, isTyping: false });
   await b.rec.waitFor("typing", { pred: (e) => !e.isTyping, from: mark, ms: 1000 });
-  assert.ok(Date.now() - stopAt < 800);
+  assert.ok(Date.now() - stopAt < 900, "before the 1 s expiry could have sent it");
 
   // Sending a message stops the indicator too.
   mark = b.rec.mark;
@@ -53,7 +53,7 @@ s.test("typing reaches others on the other gateway, never the typist's own socke
   assert.equal(sent.ok, true);
   const sentAt = Date.now();
   await b.rec.waitFor("typing", { pred: (e) => !e.isTyping, from: mark, ms: 1000 });
-  assert.ok(Date.now() - sentAt < 800);
+  assert.ok(Date.now() - sentAt < 900, "before the 1 s expiry could have sent it");
 
   // Carol's typing reaches Alice; Alice's sockets never saw their own.
   await ack(c, "typing", { roomId: room.id, isTyping: true });
@@ -123,8 +123,8 @@ s.test("presence: the users of a gateway killed with SIGKILL go offline within P
     assert.match(off.lastSeen, ISO);
   }
   const took = Date.now() - killedAt;
-  // TTL 3 s + heartbeat 1 s, plus a margin for the reaper's own heartbeat.
-  assert.ok(took <= 6500, `offline after ${took} ms`);
+  // TTL 3 s + heartbeat 1 s, plus a margin for the reaper's own heartbeat and a busy machine.
+  assert.ok(took <= 7000, `offline after ${took} ms`);
   // Bob, on the surviving gateway, is still online and connected.
   assert.ok(b.connected);
   const j = await ack(b, "join_room", { roomId: room.id });

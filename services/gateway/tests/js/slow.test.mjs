@@ -9,7 +9,7 @@
 
 import assert from "node:assert/strict";
 import WebSocket from "ws";
-import { ack, eventually, shardOf, sleep, suite, withTimeout } from "./harness.mjs";
+import { ack, eventually, shardOf, suite, withTimeout } from "./harness.mjs";
 
 const s = suite("slow");
 
