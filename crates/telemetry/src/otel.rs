@@ -493,6 +493,55 @@ mod tests {
         }
     }
 
+    /// Runs a future that never waits (the client blocks instead) to completion.
+    fn now<F: std::future::Future>(f: F) -> F::Output {
+        let mut f = std::pin::pin!(f);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match f.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(v) => v,
+            std::task::Poll::Pending => panic!("the client does not wait"),
+        }
+    }
+
+    fn request(url: &str) -> Request<Bytes> {
+        Request::post(url)
+            .header("content-type", "application/x-protobuf")
+            .body(Bytes::from_static(b""))
+            .expect("request")
+    }
+
+    #[test]
+    fn an_unreachable_collector_is_reported_once_until_it_answers() {
+        // A port nobody listens on.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let dead = format!("http://{}/v1/traces", closed.local_addr().expect("addr"));
+        drop(closed);
+        let client = BlockingClient::new(dead.clone()).expect("client");
+        assert!(now(client.send_bytes(request(&dead))).is_err());
+        assert!(client.failing.load(Relaxed));
+        assert!(now(client.send_bytes(request(&dead))).is_err());
+        assert!(
+            client.failing.load(Relaxed),
+            "still failing, not logged again"
+        );
+
+        // A collector that answers: the failure is over.
+        let up = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}/v1/traces", up.local_addr().expect("addr"));
+        let server = std::thread::spawn(move || {
+            use std::io::{Read as _, Write as _};
+            let (mut s, _) = up.accept().expect("accept");
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ =
+                s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        });
+        let res = now(client.send_bytes(request(&url))).expect("answered");
+        assert!(res.status().is_success());
+        assert!(!client.failing.load(Relaxed));
+        server.join().expect("server");
+    }
+
     #[test]
     fn helpers_do_nothing_while_export_is_off() {
         let span = tracing::info_span!("x");
