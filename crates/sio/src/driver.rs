@@ -122,7 +122,24 @@ impl Driver {
                 let mut write = Box::pin(flush(w, &conn));
                 let done = match (&mut write).now_or_never() {
                     Some(r) => Ok(r),
-                    None => tokio::time::timeout(write_timeout, write).await,
+                    // A blocked write (the client does not read) ends at the write timeout, or as
+                    // soon as the session is closed meanwhile (its queue overflowed, the server
+                    // shuts down): a slow client must not hold its connection for the timeout.
+                    None => {
+                        let closed = async {
+                            loop {
+                                let woken = conn.wake_driver.notified();
+                                if conn.closed().is_some() {
+                                    return;
+                                }
+                                woken.await;
+                            }
+                        };
+                        tokio::select! {
+                            r = tokio::time::timeout(write_timeout, write) => r,
+                            () = closed => continue,
+                        }
+                    }
                 };
                 match done {
                     Ok(Ok(())) => {}
