@@ -10,7 +10,7 @@ pub mod otel;
 
 pub use otel::{
     add_links, current_traceparent, enabled, flush, parse_traceparent, set_parent_from_traceparent,
-    shutdown, traceparent_of, OtelSettings, MAX_LINKS,
+    set_span_name, shutdown, traceparent_of, OtelSettings, MAX_LINKS,
 };
 
 use chat_config::LogFormat;
@@ -42,14 +42,20 @@ pub fn init_with(service: &'static str, format: LogFormat, otel: &OtelSettings) 
                 };
                 // Our own spans at INFO and above (whatever RUST_LOG says), and warnings and errors
                 // logged inside them as span events; nothing from dependencies.
-                let export_filter = tracing_subscriber::filter::filter_fn(|meta| {
+                //
+                // A *dynamic* filter on purpose: a static one makes the interest of our span
+                // callsites "always", so `enabled` is skipped for them and the per-layer filter
+                // state left on the thread by an earlier `enabled` call decides instead — which
+                // dropped about one span in twenty from export. Asked every time, it is fresh.
+                let export_filter = tracing_subscriber::filter::dynamic_filter_fn(|meta, _| {
                     meta.target().starts_with("chat_")
                         && if meta.is_span() {
                             *meta.level() <= tracing::Level::INFO
                         } else {
                             *meta.level() <= tracing::Level::WARN
                         }
-                });
+                })
+                .with_max_level_hint(tracing::level_filters::LevelFilter::INFO);
                 let result = tracing_subscriber::registry()
                     .with(fmt_layer.with_filter(filter()))
                     .with(otel::install(provider, service).with_filter(export_filter))

@@ -307,6 +307,14 @@ pub fn current_traceparent() -> Option<String> {
     traceparent_of(&tracing::Span::current())
 }
 
+/// Renames `span` as exported (e.g. after the route that serves a request is known). Does nothing when
+/// export is off.
+pub fn set_span_name(span: &tracing::Span, name: String) {
+    if enabled() && !span.is_disabled() {
+        span.context().span().update_name(name);
+    }
+}
+
 /// Makes the span described by `traceparent` the parent of `span`, which must not have been entered
 /// yet. Returns whether it did (false when export is off or `traceparent` is malformed).
 pub fn set_parent_from_traceparent(span: &tracing::Span, traceparent: &str) -> bool {

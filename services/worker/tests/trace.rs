@@ -3,6 +3,7 @@
 //! the published event; gateways A and B deliver it in `chat.fanout` spans that are children of
 //! `chat.send`; the real worker persists it in a `chat.persist_batch` span linked to `chat.send`. The
 //! spans are exported by the real OTLP/HTTP exporter to a receiver in this test, which decodes them.
+//! The same for a message sent over the API's REST endpoint, whose request span starts the trace.
 //!
 //! A test binary of its own: the tracing subscriber is global to the process.
 #![allow(clippy::unwrap_used)]
@@ -195,6 +196,7 @@ async fn one_message_is_one_trace_from_the_gateway_through_the_worker_and_the_fa
             ("BIND_HOST", "127.0.0.1"),
             ("GATEWAY_PORT", "0"),
             ("WORKER_PORT", "0"),
+            ("API_PORT", "0"),
             ("WORKER_CONSUMER", "w"),
         ]
         .iter()
@@ -224,6 +226,13 @@ async fn one_message_is_one_trace_from_the_gateway_through_the_worker_and_the_fa
             let _ = rx.await;
         })));
     }
+    let api = chat_api::Application::build(config(&[])).await.unwrap();
+    let api_port = api.port();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    stops.push(tx);
+    let api = tokio::spawn(api.run_until(async move {
+        let _ = rx.await;
+    }));
     let cfg = config(&[]);
     let keys = chat_auth::TokenKeys::new(cfg.jwt_secret.expose().as_bytes(), cfg.access_token_ttl);
     let token = |u: Uuid| keys.issue(u, chrono::Utc::now()).unwrap().0;
@@ -250,16 +259,36 @@ async fn one_message_is_one_trace_from_the_gateway_through_the_worker_and_the_fa
     assert_eq!(delivered["id"], id.as_str(), "{delivered}");
     assert_eq!(a.event("receive_message").await["id"], id.as_str());
 
-    // The worker stores it.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while store
-        .message(Uuid::parse_str(&id).unwrap())
+    // Bob over REST.
+    let res = reqwest::Client::new()
+        .post(format!(
+            "http://127.0.0.1:{api_port}/api/v1/rooms/{room}/messages"
+        ))
+        .bearer_auth(token(bob))
+        .json(&serde_json::json!({"content": "more secret words"}))
+        .send()
         .await
+        .unwrap();
+    assert_eq!(res.status(), reqwest::StatusCode::CREATED);
+    let rest_id = res.json::<Value>().await.unwrap()["message"]["id"]
+        .as_str()
         .unwrap()
-        .is_none()
-    {
-        assert!(Instant::now() < deadline, "the worker stored the message");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        .to_owned();
+    assert_eq!(a.event("receive_message").await["id"], rest_id.as_str());
+    assert_eq!(b.event("receive_message").await["id"], rest_id.as_str());
+
+    // The worker stores both.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for id in [&id, &rest_id] {
+        while store
+            .message(Uuid::parse_str(id).unwrap())
+            .await
+            .unwrap()
+            .is_none()
+        {
+            assert!(Instant::now() < deadline, "the worker stored the messages");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     // The spans: flush until the collector has the send, both fan-outs and the batch.
@@ -270,7 +299,18 @@ async fn one_message_is_one_trace_from_the_gateway_through_the_worker_and_the_fa
             .unwrap();
         let spans = got.lock().unwrap().clone();
         let n = |name: &str| spans.iter().filter(|s| s.name == name).count();
-        if n("chat.send") >= 1 && n("chat.fanout") >= 2 && n("chat.persist_batch") >= 1 {
+        let linked = |s: &Got| {
+            spans
+                .iter()
+                .filter(|b| b.name == "chat.persist_batch")
+                .any(|b| b.links.contains(&(s.trace.clone(), s.id.clone())))
+        };
+        let sends_linked = spans
+            .iter()
+            .filter(|s| s.name == "chat.send" || s.name.ends_with("/messages"))
+            .filter(|s| linked(s))
+            .count();
+        if n("chat.send") >= 1 && n("chat.fanout") >= 4 && sends_linked >= 2 {
             break spans;
         }
         assert!(
@@ -297,10 +337,7 @@ async fn one_message_is_one_trace_from_the_gateway_through_the_worker_and_the_fa
     // Both gateways' fan-outs continue the trace, as children of chat.send.
     let fanouts: Vec<&Got> = spans
         .iter()
-        .filter(|s| {
-            s.name == "chat.fanout"
-                && s.attrs.get("event").map(String::as_str) == Some("receive_message")
-        })
+        .filter(|s| s.name == "chat.fanout" && s.trace == send.trace)
         .collect();
     let mut gws: Vec<&str> = fanouts
         .iter()
@@ -332,10 +369,44 @@ async fn one_message_is_one_trace_from_the_gateway_through_the_worker_and_the_fa
     assert_ne!(batch[0].trace, send.trace);
     assert_eq!(batch[0].parent, "");
 
+    // Over REST: the API's request span (named after the route) starts the trace.
+    let request: Vec<&Got> = spans
+        .iter()
+        .filter(|s| s.name == "POST /api/v1/rooms/{id}/messages")
+        .collect();
+    assert_eq!(request.len(), 1, "{spans:#?}");
+    let request = request[0];
+    assert_eq!(
+        request.attrs.get("http.route").map(String::as_str),
+        Some("/api/v1/rooms/{id}/messages")
+    );
+    assert_eq!(
+        request.attrs.get("http.status_code").map(String::as_str),
+        Some("201")
+    );
+    let mut gws: Vec<&str> = spans
+        .iter()
+        .filter(|s| s.name == "chat.fanout" && s.trace == request.trace)
+        .inspect(|f| assert_eq!(f.parent, request.id, "{f:?}"))
+        .map(|f| f.attrs.get("gateway").map_or("", String::as_str))
+        .collect();
+    gws.sort_unstable();
+    assert_eq!(gws, ["gw-a", "gw-b"]);
+    assert!(
+        spans
+            .iter()
+            .filter(|s| s.name == "chat.persist_batch")
+            .any(|b| b
+                .links
+                .contains(&(request.trace.clone(), request.id.clone()))),
+        "a batch links to the REST request"
+    );
+
     for s in stops {
         let _ = s.send(());
     }
     worker.await.unwrap().unwrap();
+    api.await.unwrap().unwrap();
     drop((a, b));
     for g in gateways {
         let _ = tokio::time::timeout(Duration::from_secs(15), g).await;

@@ -123,7 +123,7 @@ pub fn router(state: AppState) -> Router {
                     if is_ops_path(req.uri().path()) {
                         tracing::debug_span!("request", method = %req.method(), path = %path, request_id)
                     } else {
-                        tracing::info_span!("request", method = %req.method(), path = %path, request_id, otel.name = empty, http.route = empty, http.status_code = empty)
+                        tracing::info_span!("request", method = %req.method(), path = %path, request_id, http.route = empty, http.status_code = empty)
                     }
                 })
                 .on_response(|res: &Response, latency: Duration, _span: &tracing::Span| {
@@ -168,7 +168,7 @@ async fn track(State(st): State<AppState>, req: Request, next: Next) -> Response
     }
     if let Some(method) = method {
         let span = tracing::Span::current();
-        span.record("otel.name", format!("{method} {route}"));
+        chat_telemetry::set_span_name(&span, format!("{method} {route}"));
         span.record("http.route", route);
         span.record("http.status_code", res.status().as_u16());
     }
