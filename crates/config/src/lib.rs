@@ -401,25 +401,21 @@ impl Config {
                 "must be less than PRESENCE_TTL_SECS",
             ));
         }
-        let gw = &cfg.gateway.id;
-        if gw.is_empty() || gw.len() > 128 || !gw.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(invalid(
-                "GATEWAY_ID",
-                "must be 1 to 128 printable ASCII characters without spaces",
-            ));
-        }
-        let consumer = &cfg.worker.consumer;
-        if consumer.is_empty()
-            || consumer.len() > 128
-            || !consumer.bytes().all(|b| b.is_ascii_graphic())
-        {
-            return Err(invalid(
-                "WORKER_CONSUMER",
-                "must be 1 to 128 printable ASCII characters without spaces",
-            ));
-        }
+        check_name("GATEWAY_ID", &cfg.gateway.id)?;
+        check_name("WORKER_CONSUMER", &cfg.worker.consumer)?;
         Ok(cfg)
     }
+}
+
+/// A replica's name (in Redis keys and consumer groups): 1 to 128 printable ASCII characters.
+fn check_name(var: &'static str, name: &str) -> Result<(), ConfigError> {
+    if name.is_empty() || name.len() > 128 || !name.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(invalid(
+            var,
+            "must be 1 to 128 printable ASCII characters without spaces",
+        ));
+    }
+    Ok(())
 }
 
 fn invalid(name: &'static str, reason: impl Into<String>) -> ConfigError {
