@@ -82,9 +82,13 @@ impl Typing {
                 self.publish(room, user, true);
             }
         } else {
-            active.remove(&key);
+            // Only a socket that was typing announces that it stopped: a stream of `false` costs
+            // nothing to anyone else.
+            let was = active.remove(&key).is_some();
             drop(active);
-            self.publish(room, user, false);
+            if was {
+                self.publish(room, user, false);
+            }
         }
     }
 
