@@ -284,3 +284,38 @@ s.test("receipts: mark_read and its aliases broadcast message_read/read_receipt/
   assert.equal(b3.joined.readSeq, 4);
   assert.equal(b3.joined.deliveredSeq, 4);
 });
+
+s.test("after real traffic, /metrics on both gateways exposes every gateway series of the dashboard", async (st) => {
+  // The names the dashboard and alerts are built on (scripts/ops/metrics.txt).
+  const { readFileSync } = await import("node:fs");
+  const list = readFileSync(new URL("../../../../scripts/ops/metrics.txt", import.meta.url), "utf8");
+  const names = list
+    .split("\n")
+    .filter((l) => l.startsWith("gateway "))
+    .map((l) => l.split(" ")[1]);
+  assert.ok(names.length >= 10, "metrics.txt lists the gateway's series");
+  const [alice, bob] = await st.users("alice", "bob");
+  const room = await st.room(alice);
+  const a = await st.joined(0, alice, room.id);
+  const b = await st.joined(1, bob, room.id);
+  const r = await ack(a, "send_message", { roomId: room.id, content: "counted" });
+  assert.equal(r.ok, true);
+  await b.rec.waitFor("receive_message", { pred: (m) => m.id === r.message.id });
+  const bad = await ack(a, "send_message", { roomId: "nope", content: "x" });
+  assert.equal(bad.error.code, "VALIDATION");
+  for (const i of [0, 1]) {
+    const m = await st.metrics(i);
+    const keys = Object.keys(m);
+    for (const n of names) {
+      assert.ok(keys.some((k) => k === n || k.startsWith(`${n}{`) || k.startsWith(`${n}_`)), `gateway ${i} exposes ${n}`);
+    }
+    assert.ok(m.chat_gateway_connections >= 1, `gateway ${i}: connections`);
+    assert.ok(m['chat_gateway_events_out_total{event="receive_message"}'] >= 1, `gateway ${i}: receive_message fanned out`);
+    assert.ok(m.chat_gateway_deliveries_total >= 1, `gateway ${i}: deliveries`);
+  }
+  const m0 = await st.metrics(0);
+  assert.ok(m0['chat_gateway_events_in_total{event="send_message"}'] >= 2);
+  assert.ok(m0['chat_gateway_rejected_total{code="VALIDATION"}'] >= 1);
+  assert.ok(m0.chat_gateway_send_latency_seconds_count >= 1);
+  assert.ok(m0.chat_gateway_redis_latency_seconds_count >= 1);
+});
