@@ -156,7 +156,10 @@ fn apply_range<'a>(
         if items.is_empty() {
             return Ok(());
         }
-        match store.apply_batch(&build_batch(items)).await {
+        let started = Instant::now();
+        let result = store.apply_batch(&build_batch(items)).await;
+        metrics.observe_mysql_write(started.elapsed());
+        match result {
             Ok(o) => {
                 out.rows += o.rows;
                 out.missing_targets.extend(o.missing_targets);
