@@ -1,0 +1,245 @@
+//! The summary: a table on stdout and the same figures as JSON.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::cli::{Cli, Plan};
+use crate::client::Shared;
+use crate::stats::{Counters, Latency};
+
+/// Everything the summary is made from.
+pub struct Inputs<'a> {
+    pub plan: &'a Plan,
+    pub cli: &'a Cli,
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    pub connect_secs: f64,
+    pub measured_secs: f64,
+    pub shared: &'a Shared,
+    /// Deliveries read (of any message) during the measured window.
+    pub deliveries_during_window: u64,
+    /// (pid, CPU-seconds over the window, RSS KiB at its end)
+    pub watched: Vec<(u32, f64, Option<u64>)>,
+    pub self_cpu: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub scenario: Scenario,
+    pub started_at: String,
+    pub connections: Connections,
+    pub messages: Messages,
+    pub deliveries: Deliveries,
+    /// Publish (the tool writing `send_message`) → `receive_message` read by a member.
+    pub latency: Latency,
+    /// Publish → the sender reading its ack.
+    pub ack_latency: Latency,
+    pub errors: BTreeMap<String, u64>,
+    pub cpu: Cpu,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Scenario {
+    pub name: &'static str,
+    pub urls: Vec<String>,
+    pub connections: usize,
+    pub rooms: usize,
+    pub members_per_room: usize,
+    pub senders: usize,
+    pub rate_per_sec: f64,
+    pub payload_bytes: usize,
+    pub users: usize,
+    pub source_ips: u8,
+    pub ramp_up_secs: f64,
+    pub duration_secs: f64,
+    pub users_from: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Connections {
+    pub ok: u64,
+    pub failed: u64,
+    pub open_secs: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Messages {
+    pub sent: u64,
+    pub acked: u64,
+    pub refused: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Deliveries {
+    /// Every `receive_message` read.
+    pub total: u64,
+    /// Deliveries of messages sent during the measured window.
+    pub measured: u64,
+    /// Deliveries read per second during the measured window.
+    pub per_sec: f64,
+    pub measured_secs: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Cpu {
+    pub watched: Vec<Watched>,
+    /// All watched processes together, per million deliveries of the window.
+    pub watched_secs_per_million_deliveries: Option<f64>,
+    pub bench_secs: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Watched {
+    pub pid: u32,
+    pub cpu_secs: f64,
+    pub rss_kib: Option<u64>,
+}
+
+fn round(v: f64, places: i32) -> f64 {
+    let f = 10f64.powi(places);
+    (v * f).round() / f
+}
+
+impl Summary {
+    pub fn build(i: Inputs<'_>) -> Self {
+        let c = &i.shared.counters;
+        let p = i.plan;
+        #[allow(clippy::cast_precision_loss)]
+        let per_sec = if i.measured_secs > 0.0 {
+            i.deliveries_during_window as f64 / i.measured_secs
+        } else {
+            0.0
+        };
+        let watched_cpu: f64 = i.watched.iter().map(|w| w.1).sum();
+        #[allow(clippy::cast_precision_loss)]
+        let per_million = (!i.watched.is_empty() && i.deliveries_during_window > 0)
+            .then(|| round(watched_cpu / (i.deliveries_during_window as f64 / 1e6), 3));
+        Self {
+            scenario: Scenario {
+                name: p.name,
+                urls: i.cli.urls.iter().map(|u| u.ws_url.clone()).collect(),
+                connections: p.connections,
+                rooms: p.rooms,
+                members_per_room: p.members,
+                senders: p.senders,
+                rate_per_sec: p.rate,
+                payload_bytes: p.payload,
+                users: p.users,
+                source_ips: i.cli.source_ips,
+                ramp_up_secs: i.cli.ramp_up.as_secs_f64(),
+                duration_secs: i.cli.duration.as_secs_f64(),
+                users_from: if i.cli.users_from_seed.is_some() {
+                    "database"
+                } else {
+                    "api"
+                },
+            },
+            started_at: i.started_at.to_rfc3339(),
+            connections: Connections {
+                ok: Counters::get(&c.conns_ok),
+                failed: Counters::get(&c.conns_failed),
+                open_secs: round(i.connect_secs, 3),
+            },
+            messages: Messages {
+                sent: Counters::get(&c.sent),
+                acked: Counters::get(&c.acked),
+                refused: Counters::get(&c.refused),
+            },
+            deliveries: Deliveries {
+                total: Counters::get(&c.deliveries),
+                measured: Counters::get(&c.deliveries_measured),
+                per_sec: round(per_sec, 1),
+                measured_secs: round(i.measured_secs, 3),
+            },
+            latency: Latency::of(&i.shared.latency.merged()),
+            ack_latency: Latency::of(&i.shared.ack_latency.merged()),
+            errors: c.errors(),
+            cpu: Cpu {
+                watched: i
+                    .watched
+                    .iter()
+                    .map(|(pid, cpu, rss)| Watched {
+                        pid: *pid,
+                        cpu_secs: round(*cpu, 3),
+                        rss_kib: *rss,
+                    })
+                    .collect(),
+                watched_secs_per_million_deliveries: per_million,
+                bench_secs: round(i.self_cpu, 3),
+            },
+        }
+    }
+
+    /// The human summary.
+    pub fn table(&self) -> String {
+        let mut o = String::new();
+        let s = &self.scenario;
+        let _ = writeln!(
+            o,
+            "scenario {}: {} connections, {} room(s) × {} members, {} sender(s) at {}/s, {:.1} s measured after {:.1} s ramp-up",
+            s.name, s.connections, s.rooms, s.members_per_room, s.senders, s.rate_per_sec,
+            self.deliveries.measured_secs, s.ramp_up_secs
+        );
+        let mut row = |k: &str, v: String| {
+            let _ = writeln!(o, "  {k:<38} {v}");
+        };
+        row(
+            "connections ok / failed",
+            format!(
+                "{} / {} (opened in {:.1} s)",
+                self.connections.ok, self.connections.failed, self.connections.open_secs
+            ),
+        );
+        row(
+            "messages sent / acked / refused",
+            format!(
+                "{} / {} / {}",
+                self.messages.sent, self.messages.acked, self.messages.refused
+            ),
+        );
+        row(
+            "deliveries total / measured",
+            format!("{} / {}", self.deliveries.total, self.deliveries.measured),
+        );
+        row("deliveries/s", format!("{:.0}", self.deliveries.per_sec));
+        for (name, l) in [
+            ("latency", &self.latency),
+            ("ack latency", &self.ack_latency),
+        ] {
+            row(
+                &format!("{name} ms p50/p90/p99/p999/max"),
+                if l.count == 0 {
+                    "-".into()
+                } else {
+                    format!(
+                        "{:.2} / {:.2} / {:.2} / {:.2} / {:.2}  (n={})",
+                        l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms, l.count
+                    )
+                },
+            );
+        }
+        for w in &self.cpu.watched {
+            row(
+                &format!("pid {} CPU-s / RSS", w.pid),
+                format!(
+                    "{:.2} / {}",
+                    w.cpu_secs,
+                    w.rss_kib.map_or_else(|| "-".into(), |k| format!("{k} KiB"))
+                ),
+            );
+        }
+        if let Some(m) = self.cpu.watched_secs_per_million_deliveries {
+            row("watched CPU-s per 1M deliv.", format!("{m:.3}"));
+        }
+        row("bench CPU-s", format!("{:.2}", self.cpu.bench_secs));
+        if self.errors.is_empty() {
+            row("errors", "none".into());
+        } else {
+            for (code, n) in &self.errors {
+                row(&format!("error {code}"), n.to_string());
+            }
+        }
+        o
+    }
+}
