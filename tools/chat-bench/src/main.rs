@@ -127,6 +127,7 @@ async fn run(cli: Cli, plan: Plan) -> anyhow::Result<()> {
         addrs.len(),
         cli.source_ips
     ));
+    let rss_before: Vec<Option<u64>> = cli.watch_pids.iter().map(|p| stats::rss_kib(*p)).collect();
     let progress = Progress::start(&cli, &plan, shared.clone());
     let gate = Arc::new(Semaphore::new(cli.connect_concurrency));
     let mut tasks = Vec::with_capacity(plan.connections);
@@ -258,8 +259,8 @@ async fn run(cli: Cli, plan: Plan) -> anyhow::Result<()> {
         watched: pids
             .iter()
             .zip(cpu0.iter().zip(cpu1.iter()))
-            .zip(rss)
-            .map(|((pid, (a, b)), rss)| (*pid, b - a, rss))
+            .zip(rss.into_iter().zip(rss_before))
+            .map(|((pid, (a, b)), (rss, rss0))| (*pid, b - a, rss, rss0))
             .collect(),
         self_cpu: self1 - self0,
     });

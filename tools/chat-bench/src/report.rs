@@ -19,8 +19,8 @@ pub struct Inputs<'a> {
     pub shared: &'a Shared,
     /// Deliveries read (of any message) during the measured window.
     pub deliveries_during_window: u64,
-    /// (pid, CPU-seconds over the window, RSS KiB at its end)
-    pub watched: Vec<(u32, f64, Option<u64>)>,
+    /// (pid, CPU-seconds over the window, RSS KiB at its end, RSS KiB before connecting)
+    pub watched: Vec<(u32, f64, Option<u64>, Option<u64>)>,
     pub self_cpu: f64,
 }
 
@@ -94,6 +94,10 @@ pub struct Watched {
     pub pid: u32,
     pub cpu_secs: f64,
     pub rss_kib: Option<u64>,
+    /// RSS at the end of the window less RSS before the tool connected.
+    pub rss_growth_kib: Option<i64>,
+    /// `rss_growth_kib` per open connection of the run (all of them, over all watched processes).
+    pub rss_growth_kib_per_connection: Option<f64>,
 }
 
 fn round(v: f64, places: i32) -> f64 {
@@ -112,6 +116,7 @@ impl Summary {
             0.0
         };
         let watched_cpu: f64 = i.watched.iter().map(|w| w.1).sum();
+        let conns_ok = Counters::get(&c.conns_ok);
         #[allow(clippy::cast_precision_loss)]
         let per_million = (!i.watched.is_empty() && i.deliveries_during_window > 0)
             .then(|| round(watched_cpu / (i.deliveries_during_window as f64 / 1e6), 3));
@@ -159,10 +164,21 @@ impl Summary {
                 watched: i
                     .watched
                     .iter()
-                    .map(|(pid, cpu, rss)| Watched {
-                        pid: *pid,
-                        cpu_secs: round(*cpu, 3),
-                        rss_kib: *rss,
+                    .map(|(pid, cpu, rss, rss0)| {
+                        let growth = rss.zip(*rss0).map(|(a, b)| {
+                            i64::try_from(a).unwrap_or(0) - i64::try_from(b).unwrap_or(0)
+                        });
+                        #[allow(clippy::cast_precision_loss)]
+                        let per_conn = growth
+                            .filter(|_| conns_ok > 0)
+                            .map(|g| round(g as f64 / conns_ok as f64, 2));
+                        Watched {
+                            pid: *pid,
+                            cpu_secs: round(*cpu, 3),
+                            rss_kib: *rss,
+                            rss_growth_kib: growth,
+                            rss_growth_kib_per_connection: per_conn,
+                        }
                     })
                     .collect(),
                 watched_secs_per_million_deliveries: per_million,
@@ -221,11 +237,13 @@ impl Summary {
         }
         for w in &self.cpu.watched {
             row(
-                &format!("pid {} CPU-s / RSS", w.pid),
+                &format!("pid {} CPU-s / RSS / RSS per conn.", w.pid),
                 format!(
-                    "{:.2} / {}",
+                    "{:.2} / {} / {}",
                     w.cpu_secs,
-                    w.rss_kib.map_or_else(|| "-".into(), |k| format!("{k} KiB"))
+                    w.rss_kib.map_or_else(|| "-".into(), |k| format!("{k} KiB")),
+                    w.rss_growth_kib_per_connection
+                        .map_or_else(|| "-".into(), |k| format!("{k:.2} KiB"))
                 ),
             );
         }
