@@ -565,6 +565,21 @@ impl Realtime {
     }
 }
 
+impl Realtime {
+    /// The position of the room's last durable event (0 when it has none in Redis).
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn room_pos(&self, room: Uuid) -> RtResult<u64> {
+        let mut conn = self.bus.conn().await?;
+        let v: Option<u64> = redis::cmd("GET")
+            .arg(self.room(room).pos())
+            .query_async(&mut *conn)
+            .await?;
+        Ok(v.unwrap_or(0))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::traceparent_arg;

@@ -407,6 +407,16 @@ impl<D: Send + Sync + 'static> Socket<D> {
         self.inner.core.conn.push(Out::Frame(frame.clone()), class)
     }
 
+    /// Queues a catch-up batch (missed events being replayed): the frames are never refused for
+    /// lack of room, and the queue's capacity grows by their number until they are written, so a
+    /// client catching up on hundreds of events is not mistaken for a slow one.
+    pub fn send_replay(&self, frames: Vec<Frame>) {
+        if self.inner.core.connected.load(Ordering::Acquire) {
+            self.inner.core.conn.push_replay(frames);
+            self.inner.core.conn.wake_driver.notify_one();
+        }
+    }
+
     /// Emits an event the client must acknowledge, and waits for the answer at most `timeout`.
     ///
     /// # Errors

@@ -368,6 +368,28 @@ impl Store {
         )
     }
 
+    /// Which of `users` are members of which rooms, as `(user, room)` pairs (the gateway's periodic
+    /// re-check of its sockets' rooms).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn memberships_of_users(&self, users: &[Uuid]) -> StoreResult<Vec<(Uuid, Uuid)>> {
+        let mut out = Vec::new();
+        for chunk in users.chunks(500) {
+            let mut q = sqlx::QueryBuilder::<sqlx::MySql>::new(
+                "SELECT user_id, room_id FROM room_members WHERE user_id IN (",
+            );
+            let mut list = q.separated(", ");
+            for u in chunk {
+                list.push_bind(*u);
+            }
+            q.push(")");
+            let rows: Vec<(Uuid, Uuid)> = q.build_query_as().fetch_all(&self.pool).await?;
+            out.extend(rows);
+        }
+        Ok(out)
+    }
+
     /// The ids of the rooms `user` is a member of (where presence changes are announced).
     ///
     /// # Errors

@@ -28,13 +28,15 @@ use uuid::Uuid;
 
 /// Requests to the fan-out task.
 pub enum Cmd {
-    /// Add a socket to a room; with `since`, first replay the room's logged events after that
-    /// position to it. `done` fires once the socket receives the room's live events.
+    /// Add a socket to rooms. `first` frames go to it before anything else (a `sinceSeq` replay);
+    /// then, with `since`, the rooms' logged events after that position, merged in position order
+    /// (a recovery); then it receives the rooms' live events. `done` gets the rooms that went live.
     Join {
-        room: Uuid,
+        rooms: Vec<Uuid>,
         socket: ClientSocket,
         since: Option<u64>,
-        done: oneshot::Sender<()>,
+        first: Vec<Frame>,
+        done: oneshot::Sender<Vec<Uuid>>,
     },
     /// Remove a socket from a room.
     Leave { room: Uuid, sid: Sid },
@@ -50,25 +52,30 @@ impl FanoutHandle {
         (Self(tx), rx)
     }
 
-    /// Adds `socket` to `room` and waits until it is live (at most 10 s; false if it was not).
-    pub async fn join(&self, room: Uuid, socket: ClientSocket, since: Option<u64>) -> bool {
+    /// Adds `socket` to `rooms` and waits until it is live (at most 10 s). Returns the rooms that
+    /// went live (empty on a timeout: a join that answers too late is then not registered at all).
+    pub async fn join(
+        &self,
+        rooms: Vec<Uuid>,
+        socket: ClientSocket,
+        since: Option<u64>,
+        first: Vec<Frame>,
+    ) -> Vec<Uuid> {
         let (done, rx) = oneshot::channel();
-        if self
-            .0
-            .send(Cmd::Join {
-                room,
-                socket,
-                since,
-                done,
-            })
-            .is_err()
-        {
-            return false;
+        let cmd = Cmd::Join {
+            rooms,
+            socket,
+            since,
+            first,
+            done,
+        };
+        if self.0.send(cmd).is_err() {
+            return Vec::new();
         }
-        matches!(
-            tokio::time::timeout(Duration::from_secs(10), rx).await,
-            Ok(Ok(()))
-        )
+        match tokio::time::timeout(Duration::from_secs(10), rx).await {
+            Ok(Ok(live)) => live,
+            _ => Vec::new(),
+        }
     }
 
     pub fn leave(&self, room: Uuid, sid: Sid) {
@@ -87,6 +94,8 @@ struct Fanout {
     gw: Arc<Gateway>,
     rooms: HashMap<Uuid, RoomSubs>,
     control: String,
+    /// Rooms whose last socket went away during a delivery: unsubscribed after it.
+    emptied: Vec<Uuid>,
 }
 
 /// The room of a channel name `…:room:<uuid>:ch`.
@@ -188,6 +197,9 @@ impl Fanout {
         }
         if gone {
             subs.sockets.retain(|(s, _)| s.connected());
+            if subs.sockets.is_empty() {
+                self.emptied.push(room);
+            }
         }
         if pos != 0 {
             subs.last_pos = subs.last_pos.max(pos);
@@ -315,38 +327,44 @@ impl Fanout {
     async fn on_cmd(&mut self, cmd: Cmd, sink: &mut redis::aio::PubSubSink) {
         match cmd {
             Cmd::Join {
-                room,
+                rooms,
                 socket,
                 since,
+                first,
                 done,
             } => {
-                if !self.rooms.contains_key(&room) {
-                    if let Err(e) = sink.subscribe(self.gw.rt.room(room).channel()).await {
-                        self.gw.metrics.redis_errors.fetch_add(1, Relaxed);
-                        tracing::warn!(room = %room, error = %e, "subscribe failed");
-                        return; // `done` dropped: the join reports failure
+                let mut live = Vec::with_capacity(rooms.len());
+                for room in rooms {
+                    if self.ensure_room(room, sink).await {
+                        live.push(room);
                     }
-                    self.rooms.insert(
-                        room,
-                        RoomSubs {
-                            sockets: Vec::new(),
-                            last_pos: 0,
-                        },
-                    );
-                    self.gw
-                        .metrics
-                        .rooms_subscribed
-                        .store(i64::try_from(self.rooms.len()).unwrap_or(0), Relaxed);
                 }
-                let mut served = 0;
+                let mut frames = first;
+                let mut served: HashMap<Uuid, u64> = HashMap::new();
                 if let Some(since) = since {
-                    served = self.replay(room, &socket, since).await;
+                    served = self.catch_up(&live, since, &mut frames).await;
                 }
-                if let Some(subs) = self.rooms.get_mut(&room) {
-                    subs.sockets.retain(|(s, _)| s.id() != socket.id());
-                    subs.sockets.push((socket, served));
+                if done.is_closed() {
+                    // The caller gave up waiting (and told its client the join failed): do not
+                    // register a socket that believes it is not in these rooms.
+                    for room in live {
+                        if self.rooms.get(&room).is_some_and(|s| s.sockets.is_empty()) {
+                            self.drop_room(room, sink).await;
+                        }
+                    }
+                    return;
                 }
-                let _ = done.send(());
+                if !frames.is_empty() {
+                    socket.send_replay(frames);
+                }
+                for room in &live {
+                    if let Some(subs) = self.rooms.get_mut(room) {
+                        subs.sockets.retain(|(s, _)| s.id() != socket.id());
+                        let upto = served.get(room).copied().unwrap_or(0);
+                        subs.sockets.push((socket.clone(), upto));
+                    }
+                }
+                let _ = done.send(live);
             }
             Cmd::Leave { room, sid } => {
                 let empty = match self.rooms.get_mut(&room) {
@@ -363,29 +381,88 @@ impl Fanout {
         }
     }
 
-    /// Sends `socket` the room's logged events after `since`; returns the last position sent.
-    async fn replay(&mut self, room: Uuid, socket: &ClientSocket, since: u64) -> u64 {
-        let events: Vec<LogEvent> = match self.gw.rt.log_after(&[room], since).await {
+    /// Subscribes the room's channel if this gateway is not in it yet, starting its position at
+    /// the room's current one (so a message lost by pub/sub right after is noticed as a gap).
+    /// Returns false when Redis refused.
+    async fn ensure_room(&mut self, room: Uuid, sink: &mut redis::aio::PubSubSink) -> bool {
+        if self.rooms.contains_key(&room) {
+            return true;
+        }
+        if let Err(e) = sink.subscribe(self.gw.rt.room(room).channel()).await {
+            self.gw.metrics.redis_errors.fetch_add(1, Relaxed);
+            tracing::warn!(room = %room, error = %e, "subscribe failed");
+            return false;
+        }
+        let last_pos = match self.gw.rt.room_pos(room).await {
+            Ok(p) => p,
+            Err(e) => {
+                self.gw.metrics.redis_errors.fetch_add(1, Relaxed);
+                tracing::warn!(room = %room, error = %e, "room position unavailable");
+                0
+            }
+        };
+        self.rooms.insert(
+            room,
+            RoomSubs {
+                sockets: Vec::new(),
+                last_pos,
+            },
+        );
+        self.gw
+            .metrics
+            .rooms_subscribed
+            .store(i64::try_from(self.rooms.len()).unwrap_or(0), Relaxed);
+        true
+    }
+
+    /// Appends to `frames` the rooms' logged events after `since`, merged in position order, and
+    /// returns the last position served per room. A room whose log no longer reaches back to
+    /// `since` (trimmed, expired, or unreadable) gets a `resync {roomId}` event instead of a silent
+    /// gap: the client re-reads that room's history.
+    async fn catch_up(
+        &mut self,
+        rooms: &[Uuid],
+        since: u64,
+        frames: &mut Vec<Frame>,
+    ) -> HashMap<Uuid, u64> {
+        let mut served: HashMap<Uuid, u64> = rooms.iter().map(|r| (*r, since)).collect();
+        let events: Vec<LogEvent> = match self.gw.rt.log_after(rooms, since).await {
             Ok(e) => e,
             Err(e) => {
                 self.gw.metrics.redis_errors.fetch_add(1, Relaxed);
-                tracing::warn!(room = %room, error = %e, "could not read the room log for a recovery");
-                return since;
+                tracing::warn!(error = %e, "room logs unreadable for a catch-up: asking the client to resync");
+                for room in rooms {
+                    push_resync(frames, *room, "log_unavailable");
+                }
+                return served;
             }
         };
-        let mut last = since;
+        let mut checked: std::collections::HashSet<Uuid> = std::collections::HashSet::new();
         for e in &events {
             let Ok(ev) = RoomEvent::parse(&e.text) else {
                 continue;
             };
-            for f in frames_for(&ev) {
-                let _ = socket.send(&f, Class::Durable);
+            // The first event after `since` must follow it directly, or some were trimmed.
+            if checked.insert(e.room) && ev.prev.unwrap_or(0) > since {
+                tracing::info!(room = %e.room, since, "room log trimmed past the offset: resync");
+                push_resync(frames, e.room, "log_trimmed");
             }
-            last = last.max(e.pos);
+            frames.extend(frames_for(&ev));
+            served.insert(e.room, e.pos);
         }
-        last
+        served
     }
 }
+
+fn push_resync(frames: &mut Vec<Frame>, room: Uuid, reason: &str) {
+    let data = serde_json::json!({"roomId": room, "reason": reason});
+    if let Ok(f) = Frame::event("/", "resync", &(data,)) {
+        frames.push(f);
+    }
+}
+
+/// How often the pub/sub connection is pinged (and how long an answer may take).
+const PUBSUB_PING: Duration = Duration::from_secs(5);
 
 /// Runs the fan-out until the command channel closes.
 pub async fn run(gw: Arc<Gateway>, mut rx: mpsc::UnboundedReceiver<Cmd>, client: redis::Client) {
@@ -393,6 +470,7 @@ pub async fn run(gw: Arc<Gateway>, mut rx: mpsc::UnboundedReceiver<Cmd>, client:
         control: gw.rt.control_channel(),
         gw,
         rooms: HashMap::new(),
+        emptied: Vec::new(),
     };
     let mut backoff = Duration::from_millis(100);
     let mut first = true;
@@ -425,14 +503,33 @@ pub async fn run(gw: Arc<Gateway>, mut rx: mpsc::UnboundedReceiver<Cmd>, client:
             );
             let rooms: Vec<(Uuid, u64)> = f.rooms.iter().map(|(r, s)| (*r, s.last_pos)).collect();
             for (room, last) in rooms {
-                if last != 0 {
-                    f.refill(room, last, None).await;
-                }
+                f.refill(room, last, None).await;
             }
+            // Control messages published meanwhile are lost: re-check tokens and rooms now.
+            let gw = f.gw.clone();
+            tokio::spawn(async move { gw.recheck().await });
         }
         first = false;
+        // A silently dead connection (no FIN: a partition, a dropped NAT entry) would stop the
+        // fan-out for good: ping it, and reconnect when the answer does not come.
+        let mut keepalive = tokio::time::interval(PUBSUB_PING);
+        keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        keepalive.tick().await;
         loop {
+            for room in std::mem::take(&mut f.emptied) {
+                if f.rooms.get(&room).is_some_and(|s| s.sockets.is_empty()) {
+                    f.drop_room(room, &mut sink).await;
+                }
+            }
             tokio::select! {
+                _ = keepalive.tick() => {
+                    let ping = tokio::time::timeout(PUBSUB_PING, sink.ping::<redis::Value>()).await;
+                    if !matches!(ping, Ok(Ok(_))) {
+                        f.gw.metrics.redis_errors.fetch_add(1, Relaxed);
+                        tracing::warn!("pub/sub connection not answering pings; reconnecting");
+                        break;
+                    }
+                }
                 cmd = rx.recv() => match cmd {
                     Some(cmd) => f.on_cmd(cmd, &mut sink).await,
                     None => return,

@@ -277,15 +277,23 @@ impl Gateway {
         self.metrics.connections.fetch_add(1, Relaxed);
         let d = socket.data();
         tracing::debug!(user = %d.user, sid = %socket.id(), recovered = d.recovered_from.is_some(), "connected");
-        // A recovered socket is back in its rooms, with what it missed replayed in order first.
-        for room in d.room_list() {
-            if !self
+        // A logout handled between the CONNECT's revocation check and now did not see this socket.
+        if matches!(self.bus.is_jti_revoked(d.user, d.jti).await, Ok(true)) {
+            tracing::info!(user = %d.user, "token revoked while connecting: disconnecting");
+            socket.disconnect();
+            return;
+        }
+        // A recovered socket is back in its rooms, with what it missed in all of them replayed
+        // first, merged in position order.
+        let rooms = d.room_list();
+        if !rooms.is_empty() {
+            let live = self
                 .fanout
-                .join(room, socket.clone(), d.recovered_from)
-                .await
-            {
+                .join(rooms.clone(), socket.clone(), d.recovered_from, Vec::new())
+                .await;
+            for room in rooms.iter().filter(|r| !live.contains(r)) {
                 tracing::warn!(room = %room, "could not resubscribe a recovered socket");
-                d.rooms().remove(&room);
+                d.rooms().remove(room);
             }
         }
         let _ = socket.emit(
@@ -468,21 +476,16 @@ impl Gateway {
         let Some(membership) = membership else {
             return Err(not_found());
         };
-        if !socket.data().in_room(room) {
-            if !self.fanout.join(room, socket.clone(), None).await {
-                return Err(unavailable("subscribe", "fan-out unavailable"));
-            }
-            socket.data().rooms().insert(room);
-            // The session must name the room before the ack: a gateway that dies before its next
-            // heartbeat would otherwise leave a recovering client outside the room it joined.
-            self.session_save(socket).await;
-        }
-        // Missed messages (recent log first, then MySQL): sent before the ack, after subscribing, so
-        // nothing falls between; a message may come twice (replayed and live) — clients keep one per
-        // (roomId, seq).
+        // With `sinceSeq`: the room's position first, then the missed messages (recent log, then
+        // MySQL), handed to the fan-out, which sends them, then the room's logged events after that
+        // position, then the live ones: in order, nothing falls between (a message may come twice,
+        // in the page and in the log: clients keep one per (roomId, seq)).
         let mut replayed = 0usize;
         let mut has_more = false;
+        let mut first = Vec::new();
+        let mut since_pos = None;
         if let Some(since) = since {
+            since_pos = Some(self.rt.room_pos(room).await.map_err(Failure::from)?);
             let page = self
                 .rt
                 .history(
@@ -496,11 +499,28 @@ impl Gateway {
                 .await
                 .map_err(Failure::from)?;
             has_more = page.has_more;
-            for m in &page.messages {
-                if m.deleted_at.is_none() && socket.emit("receive_message", &(m,)).is_ok() {
+            for m in page.messages.iter().filter(|m| m.deleted_at.is_none()) {
+                if let Ok(f) = sio::Frame::event("/", "receive_message", &(m,)) {
+                    first.push(f);
                     replayed += 1;
                 }
             }
+        }
+        let was_in = socket.data().in_room(room);
+        if !was_in || since.is_some() {
+            let live = self
+                .fanout
+                .join(vec![room], socket.clone(), since_pos, first)
+                .await;
+            if live.is_empty() {
+                return Err(unavailable("subscribe", "fan-out unavailable"));
+            }
+        }
+        if !was_in {
+            socket.data().rooms().insert(room);
+            // The session must name the room before the ack: a gateway that dies before its next
+            // heartbeat would otherwise leave a recovering client outside the room it joined.
+            self.session_save(socket).await;
         }
         let members = self
             .store

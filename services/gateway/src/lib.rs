@@ -16,6 +16,7 @@ pub mod http;
 pub mod members;
 pub mod metrics;
 pub mod presence;
+pub mod recheck;
 pub mod recovery;
 mod startup;
 pub mod state;

@@ -174,7 +174,9 @@ impl Gateway {
             let conns = keys.gateway_conns(&gw.id);
             for chunk in sockets.chunks(500) {
                 let mut pipe = redis::pipe();
-                for s in chunk {
+                // Checked here, after the awaits: a socket that left since the snapshot must not
+                // get its presence entry or its session back.
+                for s in chunk.iter().filter(|s| s.connected()) {
                     let d = s.data();
                     let p = keys.presence_user(d.user);
                     pipe.cmd("ZADD")

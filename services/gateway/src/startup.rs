@@ -21,6 +21,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 
+/// Every this many heartbeats, local sockets' tokens and rooms are re-checked (see `recheck`).
+const RECHECK_EVERY: u64 = 3;
+
 pub struct Application {
     listener: TcpListener,
     port: u16,
@@ -134,9 +137,16 @@ impl Application {
             tokio::spawn(async move {
                 let mut beat = tokio::time::interval(gw.config.gateway.presence_heartbeat);
                 let mut typing = tokio::time::interval(Duration::from_millis(250));
+                let mut beats = 0u64;
                 loop {
                     tokio::select! {
-                        _ = beat.tick() => gw.heartbeat().await,
+                        _ = beat.tick() => {
+                            gw.heartbeat().await;
+                            beats += 1;
+                            if beats.is_multiple_of(RECHECK_EVERY) {
+                                gw.recheck().await;
+                            }
+                        }
                         _ = typing.tick() => gw.typing.expire(),
                     }
                 }

@@ -310,7 +310,7 @@ function mysqlArgs() {
   ];
 }
 
-function mysql(sql) {
+export function mysql(sql) {
   const r = spawnSync("mysql", [...mysqlArgs(), "-e", sql], { encoding: "utf8", timeout: 30000 });
   if (r.status !== 0) throw new Error(`mysql ${sql}: ${r.stderr || r.error}`);
   return r.stdout;
