@@ -58,7 +58,13 @@ struct Say {
 impl Say {
     fn line(&self, msg: &str) {
         if !self.quiet {
-            eprintln!("chat-bench: {msg}");
+            // Over the progress line, if one is drawn.
+            let clear = if std::io::stderr().is_terminal() {
+                "\r\x1b[2K"
+            } else {
+                ""
+            };
+            eprintln!("{clear}chat-bench: {msg}");
         }
     }
 }
@@ -245,7 +251,7 @@ async fn run(cli: Cli, plan: Plan) -> anyhow::Result<()> {
     for t in tasks {
         let _ = t.await;
     }
-    progress.finish();
+    progress.finish().await;
 
     let cpu0 = cpu0.unwrap_or_else(|| cpu1.clone());
     let summary = report::Summary::build(report::Inputs {
@@ -274,7 +280,7 @@ async fn run(cli: Cli, plan: Plan) -> anyhow::Result<()> {
 
 /// A one-line ticker on stderr (TTY only, not with --quiet).
 struct Progress {
-    stop: Option<watch::Sender<bool>>,
+    stop: Option<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
 }
 
 impl Progress {
@@ -284,7 +290,7 @@ impl Progress {
         }
         let (tx, mut rx) = watch::channel(false);
         let total = plan.connections;
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let mut last = 0;
             let mut t = tokio::time::interval(Duration::from_secs(1));
             let start = Instant::now();
@@ -313,12 +319,15 @@ impl Progress {
             }
             eprintln!();
         });
-        Self { stop: Some(tx) }
+        Self {
+            stop: Some((tx, task)),
+        }
     }
 
-    fn finish(self) {
-        if let Some(s) = self.stop {
-            let _ = s.send(true);
+    async fn finish(self) {
+        if let Some((stop, task)) = self.stop {
+            let _ = stop.send(true);
+            let _ = task.await;
         }
     }
 }

@@ -86,6 +86,9 @@ pub struct Cpu {
     pub watched: Vec<Watched>,
     /// All watched processes together, per million deliveries of the window.
     pub watched_secs_per_million_deliveries: Option<f64>,
+    /// RSS growth of all watched processes together (end of the window less before connecting) per
+    /// open connection.
+    pub watched_rss_growth_kib_per_connection: Option<f64>,
     pub bench_secs: f64,
 }
 
@@ -96,8 +99,6 @@ pub struct Watched {
     pub rss_kib: Option<u64>,
     /// RSS at the end of the window less RSS before the tool connected.
     pub rss_growth_kib: Option<i64>,
-    /// `rss_growth_kib` per open connection of the run (all of them, over all watched processes).
-    pub rss_growth_kib_per_connection: Option<f64>,
 }
 
 fn round(v: f64, places: i32) -> f64 {
@@ -117,6 +118,18 @@ impl Summary {
         };
         let watched_cpu: f64 = i.watched.iter().map(|w| w.1).sum();
         let conns_ok = Counters::get(&c.conns_ok);
+        let growth: Option<i64> = i
+            .watched
+            .iter()
+            .map(|w| {
+                w.2.zip(w.3)
+                    .map(|(a, b)| i64::try_from(a).unwrap_or(0) - i64::try_from(b).unwrap_or(0))
+            })
+            .sum();
+        #[allow(clippy::cast_precision_loss)]
+        let rss_per_conn = growth
+            .filter(|_| conns_ok > 0 && !i.watched.is_empty())
+            .map(|g| round(g as f64 / conns_ok as f64, 2));
         #[allow(clippy::cast_precision_loss)]
         let per_million = (!i.watched.is_empty() && i.deliveries_during_window > 0)
             .then(|| round(watched_cpu / (i.deliveries_during_window as f64 / 1e6), 3));
@@ -164,24 +177,17 @@ impl Summary {
                 watched: i
                     .watched
                     .iter()
-                    .map(|(pid, cpu, rss, rss0)| {
-                        let growth = rss.zip(*rss0).map(|(a, b)| {
+                    .map(|(pid, cpu, rss, rss0)| Watched {
+                        pid: *pid,
+                        cpu_secs: round(*cpu, 3),
+                        rss_kib: *rss,
+                        rss_growth_kib: rss.zip(*rss0).map(|(a, b)| {
                             i64::try_from(a).unwrap_or(0) - i64::try_from(b).unwrap_or(0)
-                        });
-                        #[allow(clippy::cast_precision_loss)]
-                        let per_conn = growth
-                            .filter(|_| conns_ok > 0)
-                            .map(|g| round(g as f64 / conns_ok as f64, 2));
-                        Watched {
-                            pid: *pid,
-                            cpu_secs: round(*cpu, 3),
-                            rss_kib: *rss,
-                            rss_growth_kib: growth,
-                            rss_growth_kib_per_connection: per_conn,
-                        }
+                        }),
                     })
                     .collect(),
                 watched_secs_per_million_deliveries: per_million,
+                watched_rss_growth_kib_per_connection: rss_per_conn,
                 bench_secs: round(i.self_cpu, 3),
             },
         }
@@ -237,15 +243,18 @@ impl Summary {
         }
         for w in &self.cpu.watched {
             row(
-                &format!("pid {} CPU-s / RSS / RSS per conn.", w.pid),
+                &format!("pid {} CPU-s / RSS / growth", w.pid),
                 format!(
                     "{:.2} / {} / {}",
                     w.cpu_secs,
                     w.rss_kib.map_or_else(|| "-".into(), |k| format!("{k} KiB")),
-                    w.rss_growth_kib_per_connection
-                        .map_or_else(|| "-".into(), |k| format!("{k:.2} KiB"))
+                    w.rss_growth_kib
+                        .map_or_else(|| "-".into(), |k| format!("{k} KiB"))
                 ),
             );
+        }
+        if let Some(k) = self.cpu.watched_rss_growth_kib_per_connection {
+            row("watched RSS growth per connection", format!("{k:.2} KiB"));
         }
         if let Some(m) = self.cpu.watched_secs_per_million_deliveries {
             row("watched CPU-s per 1M deliv.", format!("{m:.3}"));

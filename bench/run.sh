@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Fan-out, side by side (issue 7; the future `make bench`): one room of MEMBERS members split over two
+# instances, SENDERS of them sending at each rate of RATES, against
+#   ours:     two release `chat-gateway` processes on Redis (MESSAGE_RATE_LIMIT=1000000; no worker, so
+#             the stream just grows for the run), and
+#   baseline: two `bench/baseline` processes (stock socket.io 4 + @socket.io/redis-adapter, same Redis,
+#             same JWT secret), installed here with npm ci,
+# both driven by the same `chat-bench fanout` (release build), users minted in a fresh database
+# (--users-from-seed). Prints a Markdown table; every run's JSON stays in target/bench/<stamp>/.
+#
+#   bench/run.sh                          # MEMBERS=1000 SENDERS=10 RATES="25 50 100 200" SECS=8
+#   MEMBERS=200 RATES="50" SECS=3 bench/run.sh
+#
+# Needs MariaDB and Redis as the tests do (scripts/deps.sh), node and npm. Runs bounded in time and only
+# against loopback. The bench client shares the machine's cores with the servers: see cpu.bench_secs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MEMBERS=${MEMBERS:-1000}
+SENDERS=${SENDERS:-10}
+RATES=${RATES:-25 50 100 200}
+SECS=${SECS:-8}
+SOURCE_IPS=${SOURCE_IPS:-4}
+DB_BASE=${CHAT_TEST_DATABASE_URL:-mysql://chat:chat@127.0.0.1:3306}
+REDIS_URL=${CHAT_TEST_REDIS_URL:-redis://127.0.0.1:6379}
+if [[ $DB_BASE =~ ^mysql://([^:@/]+):([^@/]*)@([^:/]+):?([0-9]*)/?$ ]]; then
+  MYSQL=(mysql "-u${BASH_REMATCH[1]}" "-p${BASH_REMATCH[2]}" "-h${BASH_REMATCH[3]}" "-P${BASH_REMATCH[4]:-3306}")
+else
+  echo "bench/run.sh: cannot read CHAT_TEST_DATABASE_URL=$DB_BASE" >&2
+  exit 1
+fi
+
+cargo build --release --quiet --locked -p chat-api -p chat-gateway -p chat-bench
+(cd bench/baseline && npm ci --no-audit --no-fund --loglevel=error)
+BIN=target/release
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+OUT=target/bench/fanout-$STAMP
+mkdir -p "$OUT"
+
+ID=$(od -An -N5 -tx1 /dev/urandom | tr -d ' \n')
+DB=chat_test_bench_fanout_$ID  # the chat user may create chat_test_* databases
+PREFIX=bench-$ID
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  "${MYSQL[@]}" -e "DROP DATABASE IF EXISTS $DB" 2>/dev/null || true
+  if command -v redis-cli >/dev/null; then
+    redis-cli -u "$REDIS_URL" --scan --pattern "$PREFIX*" 2>/dev/null | xargs -r redis-cli -u "$REDIS_URL" del >/dev/null 2>&1 || true
+  fi
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_ready() {
+  for _ in $(seq 1 150); do
+    curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
+    sleep 0.2
+  done
+  echo "not ready: $1" >&2
+  return 1
+}
+
+"${MYSQL[@]}" -e "CREATE DATABASE $DB CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+export APP_ENV=development DATABASE_URL="$DB_BASE/$DB" REDIS_URL BIND_HOST=127.0.0.1 LOG_FORMAT=text \
+  RUST_LOG=warn NO_COLOR=1
+"$BIN/chat-api" migrate >"$OUT/migrate.log" 2>&1
+
+OURS_URLS=()
+OURS_PIDS=()
+for i in 0 1; do
+  port=$(free_port)
+  REDIS_PREFIX=$PREFIX GATEWAY_PORT=$port GATEWAY_ID="bench-$ID-$i" MESSAGE_RATE_LIMIT=1000000 \
+    "$BIN/chat-gateway" >"$OUT/gateway$i.log" 2>&1 &
+  PIDS+=($!)
+  OURS_PIDS+=($!)
+  OURS_URLS+=("http://127.0.0.1:$port")
+done
+BASE_URLS=()
+BASE_PIDS=()
+for i in 0 1; do
+  port=$(free_port)
+  PORT=$port REDIS_PREFIX="$PREFIX-baseline" node bench/baseline/server.mjs >"$OUT/baseline$i.log" 2>&1 &
+  PIDS+=($!)
+  BASE_PIDS+=($!)
+  BASE_URLS+=("http://127.0.0.1:$port")
+done
+for u in "${OURS_URLS[@]}" "${BASE_URLS[@]}"; do wait_ready "$u/ready"; done
+
+join() { local IFS=,; echo "$*"; }
+echo "fan-out: $MEMBERS members over two instances, $SENDERS senders, rates: $RATES msgs/s, ${SECS}s each (+1s ramp-up)"
+for rate in $RATES; do
+  for system in ours baseline; do
+    if [ "$system" = ours ]; then urls=$(join "${OURS_URLS[@]}"); pids=$(join "${OURS_PIDS[@]}");
+    else urls=$(join "${BASE_URLS[@]}"); pids=$(join "${BASE_PIDS[@]}"); fi
+    echo "-- $system at $rate msgs/s"
+    timeout $((SECS + 180)) "$BIN/chat-bench" --quiet --url "$urls" --users-from-seed "$DATABASE_URL" \
+      --source-ips "$SOURCE_IPS" --ramp-up 1s --duration "${SECS}s" --drain 1s --watch-pid "$pids" \
+      --json "$OUT/$system-$rate.json" fanout --members "$MEMBERS" --senders "$SENDERS" --rate "$rate" \
+      >"$OUT/$system-$rate.txt"
+  done
+done
+
+python3 - "$OUT" $RATES <<'EOF' | tee "$OUT/summary.md"
+import json, sys
+out, rates = sys.argv[1], sys.argv[2:]
+print("| system | msgs/s | deliveries/s | p50 ms | p99 ms | max ms | servers CPU-s | CPU-s per 1M deliveries | bench CPU-s | errors |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+for rate in rates:
+    for system in ("ours", "baseline"):
+        s = json.load(open(f"{out}/{system}-{rate}.json"))
+        cpu = sum(w["cpu_secs"] for w in s["cpu"]["watched"])
+        per_m = s["cpu"]["watched_secs_per_million_deliveries"]
+        errors = ", ".join(f"{k}: {v}" for k, v in s["errors"].items()) or "none"
+        l = s["latency"]
+        print(f"| {system} | {rate} | {s['deliveries']['per_sec']:,.0f} | {l['p50_ms']:.2f} | {l['p99_ms']:.2f} "
+              f"| {l['max_ms']:.2f} | {cpu:.2f} | {per_m if per_m is not None else '-'} | {s['cpu']['bench_secs']:.2f} | {errors} |")
+EOF
+echo "results: $OUT"
