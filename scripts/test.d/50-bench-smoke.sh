@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # chat-bench end to end, tiny: the API and one gateway (debug builds) on a fresh `chat_test_bench_*`
 # database and Redis prefix, message rate limit raised; `chat-bench fanout` registers a few users
-# through the API, runs ~3 s, and its JSON must show every connection up, deliveries, no error.
+# through the API, runs ~3 s, and its JSON must show every connection up, deliveries, no error; then
+# the same against one instance of the Node baseline of bench/run.sh (bench/baseline, npm ci).
 # Exit 0 passed, 77 skipped (no MariaDB/Redis reachable outside CI), anything else failed.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -94,4 +95,30 @@ if problems:
     sys.exit(1)
 print(f"chat-bench smoke: ok ({m['acked']} acked, {s['deliveries']['measured']} deliveries measured)")
 EOF
+
+# The Node baseline of bench/run.sh, driven the same way (one instance; its users come from the API too).
+echo "-- chat-bench fanout against the Node baseline (bench/baseline)"
+(cd bench/baseline && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+BL_PORT=$(free_port)
+PORT=$BL_PORT REDIS_PREFIX="$PREFIX-baseline" node bench/baseline/server.mjs >"$WORK/baseline.log" 2>&1 &
+PIDS+=($!)
+for i in $(seq 1 150); do
+  curl -fsS -o /dev/null "http://127.0.0.1:$BL_PORT/ready" 2>/dev/null && break
+  [ "$i" = 150 ] && { echo "baseline not ready" >&2; exit 1; }
+  sleep 0.2
+done
+timeout 120 "$BIN/chat-bench" --quiet --url "http://127.0.0.1:$BL_PORT" --api "http://127.0.0.1:$API_PORT" \
+  --ramp-up 500ms --duration 2s --drain 1s --json "$WORK/baseline.json" \
+  fanout --members 4 --senders 2 --rate 20 >"$WORK/baseline-bench.log"
+python3 - "$WORK/baseline.json" <<'EOF2'
+import json, sys
+s = json.load(open(sys.argv[1]))
+m = s["messages"]
+ok = (s["connections"]["ok"] == 4 and s["connections"]["failed"] == 0 and m["sent"] > 0
+      and m["acked"] == m["sent"] and s["deliveries"]["measured"] > 0 and not s["errors"])
+if not ok:
+    print(f"chat-bench against the baseline FAILED: {json.dumps(s)}", file=sys.stderr)
+    sys.exit(1)
+print(f"baseline smoke: ok ({m['acked']} acked, {s['deliveries']['measured']} deliveries measured)")
+EOF2
 ok=1
