@@ -74,6 +74,10 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
 
+    /// Write the latency distribution (delivery and ack, by percentile) as an SVG to this file.
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<PathBuf>,
+
     /// No progress line and no phase messages on stderr.
     #[arg(long, short)]
     pub quiet: bool,
@@ -369,7 +373,7 @@ mod tests {
     fn fanout_flags() {
         let c = parse(
             "--url http://127.0.0.1:3000,ws://localhost:3001 --api http://127.0.0.1:8080/ \
-             --source-ips 4 --duration 3s --ramp-up 500ms --json out.json --watch-pid 12,13 \
+             --source-ips 4 --duration 3s --ramp-up 500ms --json out.json --svg l.svg --watch-pid 12,13 \
              fanout --members 100 --senders 5 --rate 250",
         )
         .expect("parses");
@@ -383,6 +387,7 @@ mod tests {
         assert_eq!(c.duration, Duration::from_secs(3));
         assert_eq!(c.ramp_up, Duration::from_millis(500));
         assert_eq!(c.watch_pids, vec![12, 13]);
+        assert_eq!(c.svg.as_deref(), Some(std::path::Path::new("l.svg")));
         let p = c.plan().expect("valid");
         assert_eq!(
             (p.name, p.connections, p.rooms, p.members),

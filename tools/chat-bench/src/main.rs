@@ -5,6 +5,7 @@ mod client;
 mod frames;
 mod report;
 mod stats;
+mod svg;
 mod users;
 
 use std::io::{IsTerminal, Write as _};
@@ -271,6 +272,27 @@ async fn run(cli: Cli, plan: Plan) -> anyhow::Result<()> {
         self_cpu: self1 - self0,
     });
     print!("{}", summary.table());
+    if let Some(path) = &cli.svg {
+        let title = format!(
+            "chat-bench {}: {} connections, {} sender(s) at {}/s",
+            plan.name, plan.connections, plan.senders, plan.rate
+        );
+        let (lat, ack) = (shared.latency.merged(), shared.ack_latency.merged());
+        let doc = svg::render(
+            &title,
+            &[
+                svg::Series {
+                    name: "send → receive_message",
+                    hist: &lat,
+                },
+                svg::Series {
+                    name: "send → ack",
+                    hist: &ack,
+                },
+            ],
+        );
+        std::fs::write(path, doc).with_context(|| format!("writing {}", path.display()))?;
+    }
     if let Some(path) = &cli.json {
         let text = serde_json::to_string_pretty(&summary)?;
         std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
