@@ -6,7 +6,8 @@
 #   baseline: two `bench/baseline` processes (stock socket.io 4 + @socket.io/redis-adapter, same Redis,
 #             same JWT secret), installed here with npm ci,
 # both driven by the same `chat-bench fanout` (release build), users minted in a fresh database
-# (--users-from-seed). Prints a Markdown table; every run's JSON stays in target/bench/<stamp>/.
+# (--users-from-seed). A system's rate stops rising once its p99 passes P99_STOP_MS (50). Prints a
+# Markdown table; every run's JSON, SVG and table, and the machine's facts, stay in target/bench/<stamp>/.
 #
 #   bench/run.sh                          # MEMBERS=1000 SENDERS=10 RATES="25 50 100 200" SECS=8
 #   MEMBERS=200 RATES="50" SECS=3 bench/run.sh
@@ -20,6 +21,7 @@ SENDERS=${SENDERS:-10}
 RATES=${RATES:-25 50 100 200}
 SECS=${SECS:-8}
 SOURCE_IPS=${SOURCE_IPS:-4}
+P99_STOP_MS=${P99_STOP_MS:-50}
 DB_BASE=${CHAT_TEST_DATABASE_URL:-mysql://chat:chat@127.0.0.1:3306}
 REDIS_URL=${CHAT_TEST_REDIS_URL:-redis://127.0.0.1:6379}
 if [[ $DB_BASE =~ ^mysql://([^:@/]+):([^@/]*)@([^:/]+):?([0-9]*)/?$ ]]; then
@@ -86,16 +88,28 @@ done
 for u in "${OURS_URLS[@]}" "${BASE_URLS[@]}"; do wait_ready "$u/ready"; done
 
 join() { local IFS=,; echo "$*"; }
-echo "fan-out: $MEMBERS members over two instances, $SENDERS senders, rates: $RATES msgs/s, ${SECS}s each (+1s ramp-up)"
+{
+  echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "$(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GiB, $(uname -sr), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "node $(node --version), socket.io $(node -p 'require("./bench/baseline/node_modules/socket.io/package.json").version')"
+} | tee "$OUT/machine.txt"
+echo "fan-out: $MEMBERS members over two instances, $SENDERS senders, rates: $RATES msgs/s, ${SECS}s each (+1s ramp-up); a system's rates stop rising once its p99 passes ${P99_STOP_MS} ms"
+declare -A stopped=()
 for rate in $RATES; do
   for system in ours baseline; do
+    [ -n "${stopped[$system]:-}" ] && continue
     if [ "$system" = ours ]; then urls=$(join "${OURS_URLS[@]}"); pids=$(join "${OURS_PIDS[@]}");
     else urls=$(join "${BASE_URLS[@]}"); pids=$(join "${BASE_PIDS[@]}"); fi
     echo "-- $system at $rate msgs/s"
     timeout $((SECS + 180)) "$BIN/chat-bench" --quiet --url "$urls" --users-from-seed "$DATABASE_URL" \
       --source-ips "$SOURCE_IPS" --ramp-up 1s --duration "${SECS}s" --drain 1s --watch-pid "$pids" \
-      --json "$OUT/$system-$rate.json" fanout --members "$MEMBERS" --senders "$SENDERS" --rate "$rate" \
+      --json "$OUT/$system-$rate.json" --svg "$OUT/$system-$rate.svg" fanout --members "$MEMBERS" --senders "$SENDERS" --rate "$rate" \
       >"$OUT/$system-$rate.txt"
+    p99=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["latency"]["p99_ms"])' "$OUT/$system-$rate.json")
+    echo "   p99 $p99 ms"
+    if python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) > float(sys.argv[2]) else 1)' "$p99" "$P99_STOP_MS"; then
+      stopped[$system]=1
+    fi
   done
 done
 
@@ -106,7 +120,10 @@ print("| system | msgs/s | deliveries/s | p50 ms | p99 ms | max ms | servers CPU
 print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
 for rate in rates:
     for system in ("ours", "baseline"):
-        s = json.load(open(f"{out}/{system}-{rate}.json"))
+        try:
+            s = json.load(open(f"{out}/{system}-{rate}.json"))
+        except FileNotFoundError:
+            continue  # stopped rising: p99 was already past the limit
         cpu = sum(w["cpu_secs"] for w in s["cpu"]["watched"])
         per_m = s["cpu"]["watched_secs_per_million_deliveries"]
         errors = ", ".join(f"{k}: {v}" for k, v in s["errors"].items()) or "none"
