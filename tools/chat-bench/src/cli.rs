@@ -70,6 +70,15 @@ pub struct Cli {
     #[arg(long = "watch-pid", value_name = "PID", value_delimiter = ',')]
     pub watch_pids: Vec<u32>,
 
+    /// After the run, count the rows of the run's rooms in this database's `messages` table until they
+    /// match the acks received (needs the persistence worker running), and report what is missing.
+    #[arg(long, value_name = "DATABASE_URL")]
+    pub verify_persisted: Option<String>,
+
+    /// How long --verify-persisted waits for the rows.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub persist_timeout: Duration,
+
     /// Write the summary as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -199,6 +208,16 @@ impl Cli {
                 .is_some_and(|u| u.starts_with("mysql://"))
         {
             return Err("--users-from-seed takes a mysql:// database URL".into());
+        }
+        if self
+            .verify_persisted
+            .as_deref()
+            .is_some_and(|u| !u.starts_with("mysql://"))
+        {
+            return Err("--verify-persisted takes a mysql:// database URL".into());
+        }
+        if self.verify_persisted.is_some() && send.is_none() {
+            return Err("--verify-persisted needs a scenario that sends (rooms or fanout)".into());
         }
         if self.duration.is_zero() {
             return Err("--duration must be more than 0".into());
@@ -494,6 +513,14 @@ mod tests {
             (
                 "--url http://h:1 --api http://h:2 storm",
                 "unrecognized subcommand",
+            ),
+            (
+                "--url http://h:1 --api http://h:2 --verify-persisted x idle -n 3",
+                "mysql://",
+            ),
+            (
+                "--url http://h:1 --api http://h:2 --verify-persisted mysql://a/b idle -n 3",
+                "needs a scenario that sends",
             ),
         ];
         for (args, want) in cases {

@@ -3,6 +3,7 @@
 mod cli;
 mod client;
 mod frames;
+mod persist;
 mod report;
 mod stats;
 mod svg;
@@ -238,6 +239,7 @@ async fn run(cli: Cli, plan: Plan) -> anyhow::Result<()> {
             issued += 1;
         }
     }
+    let last_send = Instant::now();
     let measured_secs = begin.elapsed().as_secs_f64() - ramp;
     let cpu1: Vec<f64> = pids
         .iter()
@@ -254,6 +256,28 @@ async fn run(cli: Cli, plan: Plan) -> anyhow::Result<()> {
     }
     progress.finish().await;
 
+    let persistence = match &cli.verify_persisted {
+        Some(db) => {
+            say.line("waiting for the acked messages to be stored…");
+            let p = persist::verify(
+                db,
+                &rooms,
+                Counters::get(&shared.counters.acked),
+                begin,
+                last_send,
+                cli.persist_timeout,
+            )
+            .await?;
+            if p.missing > 0 {
+                shared.counters.error_n(
+                    "NOT_PERSISTED",
+                    usize::try_from(p.missing).unwrap_or(usize::MAX),
+                );
+            }
+            Some(p)
+        }
+        None => None,
+    };
     let cpu0 = cpu0.unwrap_or_else(|| cpu1.clone());
     let summary = report::Summary::build(report::Inputs {
         plan: &plan,
@@ -270,6 +294,7 @@ async fn run(cli: Cli, plan: Plan) -> anyhow::Result<()> {
             .map(|((pid, (a, b)), (rss, rss0))| (*pid, b - a, rss, rss0))
             .collect(),
         self_cpu: self1 - self0,
+        persistence,
     });
     print!("{}", summary.table());
     if let Some(path) = &cli.svg {

@@ -22,6 +22,7 @@ pub struct Inputs<'a> {
     /// (pid, CPU-seconds over the window, RSS KiB at its end, RSS KiB before connecting)
     pub watched: Vec<(u32, f64, Option<u64>, Option<u64>)>,
     pub self_cpu: f64,
+    pub persistence: Option<crate::persist::Persistence>,
 }
 
 #[derive(Debug, Serialize)]
@@ -37,6 +38,9 @@ pub struct Summary {
     pub ack_latency: Latency,
     pub errors: BTreeMap<String, u64>,
     pub cpu: Cpu,
+    /// With --verify-persisted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub persistence: Option<crate::persist::Persistence>,
 }
 
 #[derive(Debug, Serialize)]
@@ -190,6 +194,7 @@ impl Summary {
                 watched_rss_growth_kib_per_connection: rss_per_conn,
                 bench_secs: round(i.self_cpu, 3),
             },
+            persistence: i.persistence,
         }
     }
 
@@ -260,6 +265,16 @@ impl Summary {
             row("watched CPU-s per 1M deliv.", format!("{m:.3}"));
         }
         row("bench CPU-s", format!("{:.2}", self.cpu.bench_secs));
+        if let Some(p) = &self.persistence {
+            row(
+                "stored rows / acked (missing)",
+                format!("{} / {} ({})", p.rows, p.expected, p.missing),
+            );
+            row(
+                "stored: lag after last send, rows/s",
+                format!("{:.2} s, {:.0}", p.lag_after_last_send_secs, p.rows_per_sec),
+            );
+        }
         if self.errors.is_empty() {
             row("errors", "none".into());
         } else {
