@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,8 +27,9 @@ pub struct Shared {
     pub latency: Sharded,
     /// Ack latency (send → ack), measured window only.
     pub ack_latency: Sharded,
-    /// The measured window in ns since `origin`; deliveries of messages sent in it are counted.
-    pub window: std::sync::RwLock<(u64, u64)>,
+    /// The measured window in ns since `origin`, start and end; deliveries of messages sent in it are
+    /// counted. Atomics, not a lock: every delivery reads them.
+    pub window: (AtomicU64, AtomicU64),
     pub payload: usize,
 }
 
@@ -37,12 +38,13 @@ impl Shared {
         u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
+    pub fn set_window(&self, start_ns: u64, end_ns: u64) {
+        self.window.1.store(end_ns, Relaxed);
+        self.window.0.store(start_ns, Relaxed);
+    }
+
     fn in_window(&self, sent_ns: u64) -> bool {
-        let (a, b) = *self
-            .window
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        sent_ns >= a && sent_ns < b
+        sent_ns >= self.window.0.load(Relaxed) && sent_ns < self.window.1.load(Relaxed)
     }
 }
 

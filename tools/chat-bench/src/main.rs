@@ -10,7 +10,7 @@ mod svg;
 mod users;
 
 use std::io::{IsTerminal, Write as _};
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -115,7 +115,7 @@ async fn run(cli: Cli, plan: Plan) -> anyhow::Result<()> {
         counters: Counters::default(),
         latency: Sharded::new(64),
         ack_latency: Sharded::new(16),
-        window: std::sync::RwLock::new((u64::MAX, u64::MAX)),
+        window: (AtomicU64::new(u64::MAX), AtomicU64::new(u64::MAX)),
         payload: plan.payload,
     });
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -200,10 +200,7 @@ async fn run(cli: Cli, plan: Plan) -> anyhow::Result<()> {
     let begin = Instant::now();
     let window_start = shared.now_ns() + u64::try_from(cli.ramp_up.as_nanos()).unwrap_or(u64::MAX);
     let window_end = window_start + u64::try_from(cli.duration.as_nanos()).unwrap_or(u64::MAX);
-    *shared
-        .window
-        .write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) = (window_start, window_end);
+    shared.set_window(window_start, window_end);
     let total_secs = ramp + cli.duration.as_secs_f64();
     let pids = cli.watch_pids.clone();
     let mut cpu0: Option<Vec<f64>> = None;

@@ -285,3 +285,77 @@ impl Summary {
         o
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::Sharded;
+    use clap::Parser;
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    use std::time::Instant;
+
+    #[test]
+    fn summary_figures_json_and_table() {
+        let cli = Cli::try_parse_from(
+            "chat-bench --url http://127.0.0.1:3000 --api http://127.0.0.1:8080 --duration 2s \
+             fanout --members 10 --senders 2 --rate 5"
+                .split_whitespace(),
+        )
+        .expect("parses");
+        let plan = cli.plan().expect("valid");
+        let shared = Shared {
+            origin: Instant::now(),
+            counters: Counters::default(),
+            latency: Sharded::new(4),
+            ack_latency: Sharded::new(2),
+            window: (AtomicU64::new(0), AtomicU64::new(u64::MAX)),
+            payload: 0,
+        };
+        let c = &shared.counters;
+        c.conns_ok.store(10, Relaxed);
+        c.sent.store(11, Relaxed);
+        c.acked.store(10, Relaxed);
+        c.refused.store(1, Relaxed);
+        c.deliveries.store(100, Relaxed);
+        c.deliveries_measured.store(90, Relaxed);
+        c.error("RATE_LIMITED");
+        for i in 1..=90u64 {
+            shared
+                .latency
+                .record(usize::try_from(i).expect("small"), i * 100); // 0.1 … 9 ms
+        }
+        let s = Summary::build(Inputs {
+            plan: &plan,
+            cli: &cli,
+            started_at: chrono::Utc::now(),
+            connect_secs: 0.25,
+            measured_secs: 2.0,
+            shared: &shared,
+            deliveries_during_window: 80,
+            watched: vec![
+                (42, 0.5, Some(2048), Some(1024)),
+                (43, 0.3, Some(100), Some(60)),
+            ],
+            self_cpu: 0.1,
+            persistence: None,
+        });
+        assert_eq!(s.deliveries.per_sec, 40.0);
+        assert_eq!(s.latency.count, 90);
+        assert!((s.latency.p50_ms - 4.5).abs() < 0.01, "{:?}", s.latency);
+        assert_eq!(s.ack_latency.count, 0);
+        // 0.8 CPU-s over 80 deliveries = 10,000 CPU-s per million
+        assert_eq!(s.cpu.watched_secs_per_million_deliveries, Some(10_000.0));
+        // (1024 + 40) KiB over 10 connections
+        assert_eq!(s.cpu.watched_rss_growth_kib_per_connection, Some(106.4));
+        let json = serde_json::to_value(&s).expect("serialises");
+        assert_eq!(json["messages"]["refused"], 1);
+        assert_eq!(json["errors"]["RATE_LIMITED"], 1);
+        assert_eq!(json["scenario"]["name"], "fanout");
+        assert_eq!(json["scenario"]["users_from"], "api");
+        assert!(json.get("persistence").is_none());
+        let table = s.table();
+        assert!(table.contains("11 / 10 / 1"), "{table}");
+        assert!(table.contains("error RATE_LIMITED"), "{table}");
+        assert!(table.contains("pid 42"), "{table}");
+    }
+}
