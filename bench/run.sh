@@ -10,7 +10,11 @@
 # Markdown table; every run's JSON, SVG and table, and the machine's facts, stay in target/bench/<stamp>/.
 #
 #   bench/run.sh                          # MEMBERS=1000 SENDERS=10 RATES="25 50 100 200" SECS=8
-#   MEMBERS=200 RATES="50" SECS=3 bench/run.sh
+#   MEMBERS=200 RATES="50" SECS=3 SCENARIOS=fanout bench/run.sh
+#
+# With SCENARIOS containing `idle` (the default is "idle fanout"), first the memory per idle connection:
+# for each count of IDLE_COUNTS (1000 5000 15000), one fresh instance of each system, that many
+# connections held 3 s, its RSS at the end and the slope between counts.
 #
 # Needs MariaDB and Redis as the tests do (scripts/deps.sh), node and npm. Runs bounded in time and only
 # against loopback. The bench client shares the machine's cores with the servers: see cpu.bench_secs.
@@ -22,6 +26,8 @@ RATES=${RATES:-25 50 100 200}
 SECS=${SECS:-8}
 SOURCE_IPS=${SOURCE_IPS:-4}
 P99_STOP_MS=${P99_STOP_MS:-50}
+SCENARIOS=${SCENARIOS:-idle fanout}
+IDLE_COUNTS=${IDLE_COUNTS:-1000 5000 15000}
 DB_BASE=${CHAT_TEST_DATABASE_URL:-mysql://chat:chat@127.0.0.1:3306}
 REDIS_URL=${CHAT_TEST_REDIS_URL:-redis://127.0.0.1:6379}
 if [[ $DB_BASE =~ ^mysql://([^:@/]+):([^@/]*)@([^:/]+):?([0-9]*)/?$ ]]; then
@@ -35,7 +41,7 @@ cargo build --release --quiet --locked -p chat-api -p chat-gateway -p chat-bench
 (cd bench/baseline && npm ci --no-audit --no-fund --loglevel=error)
 BIN=target/release
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
-OUT=target/bench/fanout-$STAMP
+OUT=target/bench/run-$STAMP
 mkdir -p "$OUT"
 
 ID=$(od -An -N5 -tx1 /dev/urandom | tr -d ' \n')
@@ -66,6 +72,67 @@ export APP_ENV=development DATABASE_URL="$DB_BASE/$DB" REDIS_URL BIND_HOST=127.0
   RUST_LOG=warn NO_COLOR=1
 "$BIN/chat-api" migrate >"$OUT/migrate.log" 2>&1
 
+join() { local IFS=,; echo "$*"; }
+{
+  echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "$(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GiB, $(uname -sr), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "node $(node --version), socket.io $(node -p 'require("./bench/baseline/node_modules/socket.io/package.json").version')"
+} | tee "$OUT/machine.txt"
+
+# start_one ours|baseline LOGNAME: one fresh instance; sets ONE_PID and ONE_URL.
+start_one() {
+  local port
+  port=$(free_port)
+  if [ "$1" = ours ]; then
+    REDIS_PREFIX=$PREFIX GATEWAY_PORT=$port GATEWAY_ID="bench-$ID-$2" MESSAGE_RATE_LIMIT=1000000 \
+      "$BIN/chat-gateway" >"$OUT/$2.log" 2>&1 &
+  else
+    PORT=$port REDIS_PREFIX="$PREFIX-baseline" node bench/baseline/server.mjs >"$OUT/$2.log" 2>&1 &
+  fi
+  ONE_PID=$!
+  PIDS+=("$ONE_PID")
+  ONE_URL="http://127.0.0.1:$port"
+  wait_ready "$ONE_URL/ready"
+}
+
+if [[ " $SCENARIOS " == *" idle "* ]]; then
+  echo "idle: memory per connection, one fresh instance per count: $IDLE_COUNTS connections"
+  for system in ours baseline; do
+    for n in $IDLE_COUNTS; do
+      start_one "$system" "idle-$system-$n"
+      sleep 1
+      echo "-- $system, $n idle connections"
+      timeout 300 "$BIN/chat-bench" --quiet --url "$ONE_URL" --users-from-seed "$DATABASE_URL" --users 100 \
+        --source-ips "$SOURCE_IPS" --ramp-up 1s --duration 2s --drain 0s --watch-pid "$ONE_PID" \
+        --json "$OUT/idle-$system-$n.json" idle -n "$n" >"$OUT/idle-$system-$n.txt"
+      kill "$ONE_PID" 2>/dev/null || true
+      wait "$ONE_PID" 2>/dev/null || true
+    done
+  done
+  python3 - "$OUT" $IDLE_COUNTS <<'EOF' | tee "$OUT/idle.md"
+import json, sys
+out, counts = sys.argv[1], [int(c) for c in sys.argv[2:]]
+print("| system | connections | ok | RSS MiB | RSS growth KiB per connection | slope KiB per connection (from the smallest count) |")
+print("|---|---:|---:|---:|---:|---:|")
+for system in ("ours", "baseline"):
+    first = None
+    for n in counts:
+        s = json.load(open(f"{out}/idle-{system}-{n}.json"))
+        w = s["cpu"]["watched"][0]
+        rss = w["rss_kib"] or 0
+        ok = s["connections"]["ok"]
+        slope = "-" if first is None else f"{(rss - first[1]) / max(ok - first[0], 1):.2f}"
+        if first is None:
+            first = (ok, rss)
+        print(f"| {system} | {n} | {ok} | {rss / 1024:.1f} | {s['cpu']['watched_rss_growth_kib_per_connection']} | {slope} |")
+EOF
+fi
+
+if [[ " $SCENARIOS " != *" fanout "* ]]; then
+  echo "results: $OUT"
+  exit 0
+fi
+
 OURS_URLS=()
 OURS_PIDS=()
 for i in 0 1; do
@@ -87,12 +154,6 @@ for i in 0 1; do
 done
 for u in "${OURS_URLS[@]}" "${BASE_URLS[@]}"; do wait_ready "$u/ready"; done
 
-join() { local IFS=,; echo "$*"; }
-{
-  echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-  echo "$(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GiB, $(uname -sr), load average $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "node $(node --version), socket.io $(node -p 'require("./bench/baseline/node_modules/socket.io/package.json").version')"
-} | tee "$OUT/machine.txt"
 echo "fan-out: $MEMBERS members over two instances, $SENDERS senders, rates: $RATES msgs/s, ${SECS}s each (+1s ramp-up); a system's rates stop rising once its p99 passes ${P99_STOP_MS} ms"
 declare -A stopped=()
 for rate in $RATES; do
