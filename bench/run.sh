@@ -12,9 +12,13 @@
 #   bench/run.sh                          # MEMBERS=1000 SENDERS=10 RATES="25 50 100 200" SECS=8
 #   MEMBERS=200 RATES="50" SECS=3 SCENARIOS=fanout bench/run.sh
 #
-# With SCENARIOS containing `idle` (the default is "idle fanout"), first the memory per idle connection:
-# for each count of IDLE_COUNTS (1000 5000 15000), one fresh instance of each system, that many
-# connections held 3 s, its RSS at the end and the slope between counts.
+# SCENARIOS (default "idle fanout rooms persist"):
+#   idle     memory per idle connection: for each count of IDLE_COUNTS (1000 5000 15000), one fresh
+#            instance of each system, that many connections held 3 s, its RSS and the slope between counts
+#   fanout   the fan-out above, rates rising
+#   rooms    ROOMS (1000) rooms of ROOM_MEMBERS (5), one sender per room, ROOM_RATE (1000) msgs/s in all
+#   persist  ours only: the worker started, a fan-out at PERSIST_RATE (100) msgs/s, the rows of the run
+#            counted against the acks (chat-bench --verify-persisted)
 #
 # Needs MariaDB and Redis as the tests do (scripts/deps.sh), node and npm. Runs bounded in time and only
 # against loopback. The bench client shares the machine's cores with the servers: see cpu.bench_secs.
@@ -26,8 +30,12 @@ RATES=${RATES:-25 50 100 200}
 SECS=${SECS:-8}
 SOURCE_IPS=${SOURCE_IPS:-4}
 P99_STOP_MS=${P99_STOP_MS:-50}
-SCENARIOS=${SCENARIOS:-idle fanout}
+SCENARIOS=${SCENARIOS:-idle fanout rooms persist}
 IDLE_COUNTS=${IDLE_COUNTS:-1000 5000 15000}
+ROOMS=${ROOMS:-1000}
+ROOM_MEMBERS=${ROOM_MEMBERS:-5}
+ROOM_RATE=${ROOM_RATE:-1000}
+PERSIST_RATE=${PERSIST_RATE:-100}
 DB_BASE=${CHAT_TEST_DATABASE_URL:-mysql://chat:chat@127.0.0.1:3306}
 REDIS_URL=${CHAT_TEST_REDIS_URL:-redis://127.0.0.1:6379}
 if [[ $DB_BASE =~ ^mysql://([^:@/]+):([^@/]*)@([^:/]+):?([0-9]*)/?$ ]]; then
@@ -37,7 +45,7 @@ else
   exit 1
 fi
 
-cargo build --release --quiet --locked -p chat-api -p chat-gateway -p chat-bench
+cargo build --release --quiet --locked -p chat-api -p chat-gateway -p chat-worker -p chat-bench
 (cd bench/baseline && npm ci --no-audit --no-fund --loglevel=error)
 BIN=target/release
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
@@ -128,7 +136,8 @@ for system in ("ours", "baseline"):
 EOF
 fi
 
-if [[ " $SCENARIOS " != *" fanout "* ]]; then
+has() { [[ " $SCENARIOS " == *" $1 "* ]]; }
+if ! has fanout && ! has rooms && ! has persist; then
   echo "results: $OUT"
   exit 0
 fi
@@ -154,18 +163,25 @@ for i in 0 1; do
 done
 for u in "${OURS_URLS[@]}" "${BASE_URLS[@]}"; do wait_ready "$u/ready"; done
 
+# One chat-bench run against one system: run_bench ours|baseline NAME ARGS… (JSON, SVG, table in $OUT).
+run_bench() {
+  local system=$1 name=$2 urls pids
+  shift 2
+  if [ "$system" = ours ]; then urls=$(join "${OURS_URLS[@]}"); pids=$(join "${OURS_PIDS[@]}");
+  else urls=$(join "${BASE_URLS[@]}"); pids=$(join "${BASE_PIDS[@]}"); fi
+  timeout $((SECS + 300)) "$BIN/chat-bench" --quiet --url "$urls" --users-from-seed "$DATABASE_URL" \
+    --source-ips "$SOURCE_IPS" --ramp-up 1s --duration "${SECS}s" --drain 1s --watch-pid "$pids" \
+    --json "$OUT/$name.json" --svg "$OUT/$name.svg" "$@" >"$OUT/$name.txt"
+}
+
+if has fanout; then
 echo "fan-out: $MEMBERS members over two instances, $SENDERS senders, rates: $RATES msgs/s, ${SECS}s each (+1s ramp-up); a system's rates stop rising once its p99 passes ${P99_STOP_MS} ms"
 declare -A stopped=()
 for rate in $RATES; do
   for system in ours baseline; do
     [ -n "${stopped[$system]:-}" ] && continue
-    if [ "$system" = ours ]; then urls=$(join "${OURS_URLS[@]}"); pids=$(join "${OURS_PIDS[@]}");
-    else urls=$(join "${BASE_URLS[@]}"); pids=$(join "${BASE_PIDS[@]}"); fi
     echo "-- $system at $rate msgs/s"
-    timeout $((SECS + 180)) "$BIN/chat-bench" --quiet --url "$urls" --users-from-seed "$DATABASE_URL" \
-      --source-ips "$SOURCE_IPS" --ramp-up 1s --duration "${SECS}s" --drain 1s --watch-pid "$pids" \
-      --json "$OUT/$system-$rate.json" --svg "$OUT/$system-$rate.svg" fanout --members "$MEMBERS" --senders "$SENDERS" --rate "$rate" \
-      >"$OUT/$system-$rate.txt"
+    run_bench "$system" "$system-$rate" fanout --members "$MEMBERS" --senders "$SENDERS" --rate "$rate"
     p99=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["latency"]["p99_ms"])' "$OUT/$system-$rate.json")
     echo "   p99 $p99 ms"
     if python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) > float(sys.argv[2]) else 1)' "$p99" "$P99_STOP_MS"; then
@@ -192,4 +208,54 @@ for rate in rates:
         print(f"| {system} | {rate} | {s['deliveries']['per_sec']:,.0f} | {l['p50_ms']:.2f} | {l['p99_ms']:.2f} "
               f"| {l['max_ms']:.2f} | {cpu:.2f} | {per_m if per_m is not None else '-'} | {s['cpu']['bench_secs']:.2f} | {errors} |")
 EOF
+fi
+
+# Many small rooms: per-room subscriptions (ours) against the adapter's every-node-gets-everything.
+if has rooms; then
+  echo "rooms: $ROOMS rooms x $ROOM_MEMBERS members over two instances, one sender per room, $ROOM_RATE msgs/s in all, ${SECS}s"
+  for system in ours baseline; do
+    echo "-- $system"
+    run_bench "$system" "rooms-$system" rooms --rooms "$ROOMS" --members "$ROOM_MEMBERS" --senders "$ROOMS" --rate "$ROOM_RATE"
+  done
+  python3 - "$OUT" <<'EOF' | tee "$OUT/rooms.md"
+import json, sys
+out = sys.argv[1]
+print("| system | connections | msgs/s | deliveries/s | p50 ms | p99 ms | servers CPU-s | CPU-s per 1M deliveries | bench CPU-s | errors |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+for system in ("ours", "baseline"):
+    s = json.load(open(f"{out}/rooms-{system}.json"))
+    cpu = sum(w["cpu_secs"] for w in s["cpu"]["watched"])
+    errors = ", ".join(f"{k}: {v}" for k, v in s["errors"].items()) or "none"
+    l = s["latency"]
+    print(f"| {system} | {s['connections']['ok']} | {s['scenario']['rate_per_sec']:g} | {s['deliveries']['per_sec']:,.0f} "
+          f"| {l['p50_ms']:.2f} | {l['p99_ms']:.2f} | {cpu:.2f} | {s['cpu']['watched_secs_per_million_deliveries']} "
+          f"| {s['cpu']['bench_secs']:.2f} | {errors} |")
+EOF
+fi
+
+# Persistence under load (ours only: the baseline stores nothing): the worker started now (it first
+# drains what the runs above left in the stream), a fan-out at PERSIST_RATE, then the rows of the run's
+# room counted against the acks.
+if has persist; then
+  port=$(free_port)
+  REDIS_PREFIX=$PREFIX WORKER_PORT=$port "$BIN/chat-worker" >"$OUT/worker.log" 2>&1 &
+  WORKER_PID=$!
+  PIDS+=("$WORKER_PID")
+  wait_ready "http://127.0.0.1:$port/ready"
+  echo "-- persistence: fan-out of $MEMBERS members at $PERSIST_RATE msgs/s with the worker, rows counted against acks"
+  OURS_PIDS+=("$WORKER_PID")
+  run_bench ours persist --verify-persisted "$DATABASE_URL" --persist-timeout 120s \
+    fanout --members "$MEMBERS" --senders "$SENDERS" --rate "$PERSIST_RATE"
+  python3 - "$OUT/persist.json" <<'EOF' | tee "$OUT/persist.md"
+import json, sys
+s = json.load(open(sys.argv[1]))
+p = s["persistence"]
+print("| msgs/s | acked | rows | missing | lag after last send s | rows/s | gateways + worker CPU-s | errors |")
+print("|---:|---:|---:|---:|---:|---:|---:|---|")
+cpu = sum(w["cpu_secs"] for w in s["cpu"]["watched"])
+errors = ", ".join(f"{k}: {v}" for k, v in s["errors"].items()) or "none"
+print(f"| {s['scenario']['rate_per_sec']:g} | {p['expected']} | {p['rows']} | {p['missing']} | {p['lag_after_last_send_secs']} "
+      f"| {p['rows_per_sec']:g} | {cpu:.2f} | {errors} |")
+EOF
+fi
 echo "results: $OUT"
