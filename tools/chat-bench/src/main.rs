@@ -230,8 +230,10 @@ async fn run(cli: Cli, plan: Plan) -> anyhow::Result<()> {
         let want = stats::target_sends(plan.rate, ramp, t);
         while issued < want {
             let k = usize::try_from(issued).unwrap_or(0) % sender_txs.len();
-            if sender_txs[k].try_send(shared.now_ns()).is_err() {
-                shared.counters.error("CLIENT_BACKLOG");
+            match sender_txs[k].try_send(shared.now_ns()) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => shared.counters.error("CLIENT_BACKLOG"),
+                Err(mpsc::error::TrySendError::Closed(_)) => shared.counters.error("SENDER_DOWN"),
             }
             issued += 1;
         }
