@@ -1213,3 +1213,43 @@ async fn control_messages_go_to_the_control_channel_and_the_room() {
     assert!(w.stream_events().await.is_empty());
     assert_eq!(w.rt.room(room).shard(), shard_of(room, SHARDS));
 }
+
+/// A retry after the gateway's dedupe entry expired is accepted (and acked) as a new message: MySQL
+/// must store it (without the clientMsgId its first copy holds), not refuse it. MySQL compares the ids
+/// case-insensitively (the Redis dedupe does not): one differing only by case is stored the same way.
+#[tokio::test]
+async fn a_client_msg_id_reused_after_the_dedupe_window_is_stored_not_refused() {
+    let w = World::new().await;
+    let (room, sender) = (w.rooms[0], w.users[1]);
+    let msg = |seq: i64, cmid: &str| NewMessage {
+        id: Uuid::now_v7(),
+        room_id: room,
+        seq,
+        sender_id: sender,
+        kind: "text".into(),
+        content: format!("m{seq}"),
+        client_msg_id: Some(cmid.into()),
+        created_at: chrono::Utc::now(),
+    };
+    let first = msg(1, "retry-1");
+    w.store.insert_messages(&[first.clone()]).await.unwrap();
+    // The same message again (a replayed batch) changes nothing; a later one reusing the id is kept.
+    let again = msg(2, "retry-1");
+    let other_case = msg(3, "RETRY-1");
+    w.store
+        .insert_messages(&[first.clone(), again.clone(), other_case.clone()])
+        .await
+        .unwrap();
+    let stored = |id: Uuid| {
+        let store = w.store.clone();
+        async move { store.message(id).await.unwrap().unwrap() }
+    };
+    assert_eq!(
+        stored(first.id).await.client_msg_id.as_deref(),
+        Some("retry-1")
+    );
+    assert_eq!(stored(again.id).await.client_msg_id, None);
+    assert_eq!(stored(again.id).await.seq, 2);
+    assert_eq!(stored(other_case.id).await.client_msg_id, None);
+    assert_eq!(stored(other_case.id).await.seq, 3);
+}

@@ -5,7 +5,8 @@
 //! crash between commit and `XACK`) or applying two replicas' batches in either order is harmless:
 //!
 //! - new messages: `INSERT … ON DUPLICATE KEY UPDATE`; the same message again (same id) changes nothing.
-//!   A *different* message that collides on `(room_id, seq)` or `(room_id, sender_id, client_msg_id)`
+//!   A message whose `clientMsgId` another message already holds (a retry after the gateway's dedupe
+//!   window) is stored without it. A *different* message that collides on `(room_id, seq)`
 //!   makes the statement fail (it sets the NOT NULL `seq` to NULL, which strict mode refuses — the
 //!   transaction turns strict mode on), so the worker can isolate and dead-letter it instead of losing
 //!   it silently. (`INSERT IGNORE` would also silently drop rows that break a foreign key.)
@@ -108,6 +109,56 @@ fn sized_chunks<T>(items: &[T], size: impl Fn(&T) -> usize) -> Vec<&[T]> {
     out
 }
 
+/// The batch's messages, with the `client_msg_id` dropped from any whose `(room, sender, clientMsgId)`
+/// already belongs to another message (in MySQL, or earlier in the batch). That happens when a client
+/// retries after the gateway's dedupe entry expired (24 h): the retry was accepted and acked as a new
+/// message, so it must be stored, not refused by the unique key and dead-lettered. The column compares
+/// case-insensitively (the table's collation) while the gateway's dedupe does not, so ids differing
+/// only by case count as the same here. One query per batch.
+async fn without_stale_client_ids(
+    tx: &mut sqlx::Transaction<'_, MySql>,
+    messages: &[NewMessage],
+) -> StoreResult<Vec<NewMessage>> {
+    let keyed: Vec<&NewMessage> = messages
+        .iter()
+        .filter(|m| m.client_msg_id.is_some())
+        .collect();
+    if keyed.is_empty() {
+        return Ok(messages.to_vec());
+    }
+    let mut taken: std::collections::HashMap<(Uuid, Uuid, String), Uuid> =
+        std::collections::HashMap::new();
+    for chunk in keyed.chunks(CHUNK / 3) {
+        let mut qb = QueryBuilder::<MySql>::new(
+            "SELECT room_id, sender_id, client_msg_id, id FROM messages \
+             WHERE (room_id, sender_id, client_msg_id) IN ",
+        );
+        qb.push_tuples(chunk, |mut t, m| {
+            t.push_bind(m.room_id)
+                .push_bind(m.sender_id)
+                .push_bind(m.client_msg_id.as_deref());
+        });
+        let rows: Vec<(Uuid, Uuid, String, Uuid)> =
+            qb.build_query_as().fetch_all(&mut **tx).await?;
+        for (room, sender, cmid, id) in rows {
+            taken.insert((room, sender, cmid.to_ascii_lowercase()), id);
+        }
+    }
+    Ok(messages
+        .iter()
+        .map(|m| {
+            let mut m = m.clone();
+            if let Some(cmid) = m.client_msg_id.as_deref().map(str::to_ascii_lowercase) {
+                let owner = taken.entry((m.room_id, m.sender_id, cmid)).or_insert(m.id);
+                if *owner != m.id {
+                    m.client_msg_id = None;
+                }
+            }
+            m
+        })
+        .collect())
+}
+
 impl Store {
     /// Applies a batch in one transaction: messages, then edits, then deletes, then cursors, then
     /// `last_seen`.
@@ -126,7 +177,8 @@ impl Store {
             .execute(&mut *tx)
             .await?;
 
-        for chunk in sized_chunks(&b.messages, |m| m.content.len()) {
+        let messages = without_stale_client_ids(&mut tx, &b.messages).await?;
+        for chunk in sized_chunks(&messages, |m| m.content.len()) {
             let mut qb = QueryBuilder::<MySql>::new(
                 "INSERT INTO messages (id, room_id, seq, sender_id, type, content, client_msg_id, created_at) ",
             );

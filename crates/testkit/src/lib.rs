@@ -93,8 +93,18 @@ impl Drop for TestEnv {
             };
             rt.block_on(async move {
                 if let Ok(mut conn) = MySqlConnection::connect(&server).await {
+                    // A test that panicked inside a transaction leaves its connection holding a
+                    // metadata lock until its pool closes; never wait for it: the database stays
+                    // (named chat_test_*) rather than the test run hanging.
                     let drop = format!("DROP DATABASE IF EXISTS `{name}`");
-                    let _ = sqlx::query(&drop).execute(&mut conn).await;
+                    let _ = sqlx::query("SET SESSION lock_wait_timeout = 5")
+                        .execute(&mut conn)
+                        .await;
+                    let _ = tokio::time::timeout(
+                        std::time::Duration::from_secs(10),
+                        sqlx::query(&drop).execute(&mut conn),
+                    )
+                    .await;
                 }
                 if let Ok(client) = deadpool_redis::redis::Client::open(redis.as_str()) {
                     if let Ok(mut c) = client.get_multiplexed_async_connection().await {
