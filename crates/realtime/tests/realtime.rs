@@ -1232,7 +1232,10 @@ async fn a_client_msg_id_reused_after_the_dedupe_window_is_stored_not_refused() 
         created_at: chrono::Utc::now(),
     };
     let first = msg(1, "retry-1");
-    w.store.insert_messages(&[first.clone()]).await.unwrap();
+    w.store
+        .insert_messages(std::slice::from_ref(&first))
+        .await
+        .unwrap();
     // The same message again (a replayed batch) changes nothing; a later one reusing the id is kept.
     let again = msg(2, "retry-1");
     let other_case = msg(3, "RETRY-1");
