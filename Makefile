@@ -25,3 +25,6 @@ image:      ## the container image of the three services (needs Docker)
 
 compose-up: ## the whole stack in Docker, behind nginx on :8080 (needs Docker)
 	docker compose up --build
+
+bench:      ## benchmarks side by side with the Node baseline (bench/run.sh, ~5 min; figures in docs/BENCHMARKS.md)
+	@bash bench/run.sh
