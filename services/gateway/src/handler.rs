@@ -18,6 +18,9 @@ use std::time::Instant;
 use tracing::Instrument as _;
 use uuid::Uuid;
 
+/// How many ids a `read_message {messageIds}` may name.
+const MAX_MESSAGE_IDS: usize = 100;
+
 /// How many messages a `join_room {sinceSeq}` replays at most (older ones: page the REST history).
 const MAX_REPLAY: i64 = 500;
 
@@ -482,6 +485,9 @@ impl Gateway {
         // in the page and in the log: clients keep one per (roomId, seq)).
         let mut replayed = 0usize;
         let mut has_more = false;
+        // The last seq the page covered (deleted messages are not sent but are covered): the next
+        // `sinceSeq` when `hasMore`.
+        let mut replayed_up_to: Option<i64> = None;
         let mut first = Vec::new();
         let mut since_pos = None;
         if let Some(since) = since {
@@ -499,6 +505,7 @@ impl Gateway {
                 .await
                 .map_err(Failure::from)?;
             has_more = page.has_more;
+            replayed_up_to = page.messages.last().map(|m| m.seq);
             for m in page.messages.iter().filter(|m| m.deleted_at.is_none()) {
                 if let Ok(f) = sio::Frame::event("/", "receive_message", &(m,)) {
                     first.push(f);
@@ -562,6 +569,7 @@ impl Gateway {
             "deliveredSeq": delivered_seq,
             "replayed": replayed,
             "hasMore": has_more,
+            "replayedUpTo": replayed_up_to,
         }))
     }
 
@@ -694,8 +702,11 @@ impl Gateway {
         match a.get("messageIds") {
             None => {}
             Some(Value::Array(list)) => {
-                if list.len() > 1000 {
-                    return Err(Failure::validation("messageIds may hold at most 1000 ids"));
+                // Each id is looked up (Redis, then MySQL): keep the list short.
+                if list.len() > MAX_MESSAGE_IDS {
+                    return Err(Failure::validation(format!(
+                        "messageIds may hold at most {MAX_MESSAGE_IDS} ids"
+                    )));
                 }
                 for v in list {
                     let id = v
@@ -710,6 +721,8 @@ impl Gateway {
         if seq.is_none() && ids.is_empty() {
             return Err(Failure::validation("seq or messageId is required"));
         }
+        ids.sort_unstable();
+        ids.dedup();
         for id in ids {
             let m = self
                 .rt

@@ -24,6 +24,7 @@ s.test("join_room {sinceSeq} replays 300 stored messages in order without taking
   assert.equal(j.ok, true, JSON.stringify(j));
   assert.equal(j.replayed, 300);
   assert.equal(j.hasMore, false);
+  assert.equal(j.replayedUpTo, 300);
   const got = await b.rec.waitCount("receive_message", 300, { ms: 10000 });
   assert.deepEqual(got.map((m) => m.seq), Array.from({ length: 300 }, (_, i) => i + 1));
   assert.equal(b.connected, true, "still connected after the catch-up");
