@@ -145,7 +145,7 @@ impl Realtime {
     pub async fn send(&self, req: &SendRequest) -> RtResult<Sent> {
         let k = self.room(req.room);
         let id = Uuid::now_v7();
-        let (created_ms, _, created_iso) = now_stamp();
+        let (created_ms, created_at, created_iso) = now_stamp();
         let cmid = req.client_msg_id.as_ref().map(ClientMsgId::as_str);
         let (head, tail) = message_parts(
             id,
@@ -156,6 +156,7 @@ impl Realtime {
             cmid,
             &created_iso,
         );
+        let (head_len, tail_len) = (head.len(), tail.len());
         let keys_owned = [
             k.seq(),
             k.pos(),
@@ -218,7 +219,28 @@ impl Realtime {
                         .into_iter()
                         .next()
                         .ok_or_else(|| unexpected("send", &reply))?;
-                    let message = parse_message(&json)?;
+                    let message = if st == "ok" {
+                        // The script only put the seq between the parts rendered here: read it back
+                        // instead of parsing the whole message again.
+                        let seq = json
+                            .get(head_len..json.len().saturating_sub(tail_len))
+                            .and_then(|s| s.parse().ok())
+                            .ok_or_else(|| unexpected("send", &reply))?;
+                        Message {
+                            id,
+                            room_id: req.room,
+                            seq,
+                            sender_id: req.sender,
+                            kind: req.kind.as_str().to_owned(),
+                            content: Some(req.content.as_str().to_owned()),
+                            client_msg_id: cmid.map(str::to_owned),
+                            created_at,
+                            edited_at: None,
+                            deleted_at: None,
+                        }
+                    } else {
+                        parse_message(&json)?
+                    };
                     return Ok(Sent {
                         json,
                         message,

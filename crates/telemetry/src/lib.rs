@@ -6,7 +6,10 @@
 //! W3C `traceparent` helpers that carry a trace through Redis. Without an endpoint the set-up is
 //! exactly the logging one and [`enabled`] is false.
 
+mod histogram;
 pub mod otel;
+
+pub use histogram::Histogram;
 
 pub use otel::{
     add_links, current_traceparent, enabled, flush, parse_traceparent, set_parent_from_traceparent,

@@ -536,12 +536,12 @@ pub async fn run(gw: Arc<Gateway>, mut rx: mpsc::UnboundedReceiver<Cmd>, client:
                 },
                 msg = stream.next() => match msg {
                     Some(msg) => {
-                        let channel = msg.get_channel_name().to_owned();
-                        let payload: Vec<u8> = msg.get_payload_bytes().to_vec();
-                        let Ok(text) = std::str::from_utf8(&payload) else { continue };
+                        // Borrowed from the message: nothing is copied per event.
+                        let channel = msg.get_channel_name();
+                        let Ok(text) = std::str::from_utf8(msg.get_payload_bytes()) else { continue };
                         if channel == f.control {
                             f.on_control(text, &mut sink).await;
-                        } else if let Some(room) = room_of(&channel) {
+                        } else if let Some(room) = room_of(channel) {
                             f.on_room_message(room, text).await;
                         }
                     }

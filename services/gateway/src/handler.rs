@@ -280,12 +280,6 @@ impl Gateway {
         self.metrics.connections.fetch_add(1, Relaxed);
         let d = socket.data();
         tracing::debug!(user = %d.user, sid = %socket.id(), recovered = d.recovered_from.is_some(), "connected");
-        // A logout handled between the CONNECT's revocation check and now did not see this socket.
-        if matches!(self.bus.is_jti_revoked(d.user, d.jti).await, Ok(true)) {
-            tracing::info!(user = %d.user, "token revoked while connecting: disconnecting");
-            socket.disconnect();
-            return;
-        }
         // A recovered socket is back in its rooms, with what it missed in all of them replayed
         // first, merged in position order.
         let rooms = d.room_list();

@@ -18,8 +18,6 @@ pub const EVENT_NAMES: [&str; 6] = [
 ];
 
 const BATCH_BUCKETS: [u64; 10] = [1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10_000];
-/// Upper bounds (ms) of the MySQL write-time histogram.
-const WRITE_BUCKETS_MS: [u64; 12] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000, 30_000];
 const LAG_BUCKETS_MS: [u64; 12] = [
     5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 30_000,
 ];
@@ -50,9 +48,7 @@ pub struct Metrics {
     pub claimed: AtomicU64,
     /// Entries trimmed from the streams.
     pub trimmed: AtomicU64,
-    write_ms_buckets: [AtomicU64; WRITE_BUCKETS_MS.len()],
-    write_count: AtomicU64,
-    write_sum_us: AtomicU64,
+    mysql_write: chat_telemetry::Histogram,
     lag_ms: Box<[AtomicU64]>,
     lag_sum_ms: AtomicU64,
     stream_length: Box<[AtomicI64]>,
@@ -78,9 +74,7 @@ impl Metrics {
             newer_version: AtomicU64::new(0),
             claimed: AtomicU64::new(0),
             trimmed: AtomicU64::new(0),
-            write_ms_buckets: Default::default(),
-            write_count: AtomicU64::new(0),
-            write_sum_us: AtomicU64::new(0),
+            mysql_write: chat_telemetry::Histogram::default(),
             lag_ms: (0..LAG_SLOTS).map(|_| AtomicU64::new(0)).collect(),
             lag_sum_ms: AtomicU64::new(0),
             stream_length: gauges(),
@@ -101,13 +95,7 @@ impl Metrics {
 
     /// Records how long one MySQL batch transaction took (committed or refused).
     pub fn observe_mysql_write(&self, d: std::time::Duration) {
-        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        if let Some(i) = WRITE_BUCKETS_MS.iter().position(|b| ms <= *b) {
-            self.write_ms_buckets[i].fetch_add(1, Relaxed);
-        }
-        self.write_count.fetch_add(1, Relaxed);
-        self.write_sum_us
-            .fetch_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX), Relaxed);
+        self.mysql_write.observe(d);
     }
 
     /// Records the time from an entry's `XADD` to its commit in MySQL.
@@ -272,27 +260,11 @@ impl Metrics {
             self.lag_sum_ms.load(Relaxed) as f64 / 1000.0
         );
 
-        {
-            let name = "chat_worker_mysql_write_seconds";
-            let _ = writeln!(
-                o,
-                "# HELP {name} Time of one MySQL batch transaction (multi-row statements and commit).\n# TYPE {name} histogram"
-            );
-            let mut cum = 0;
-            for (b, n) in WRITE_BUCKETS_MS.iter().zip(&self.write_ms_buckets) {
-                cum += n.load(Relaxed);
-                #[allow(clippy::cast_precision_loss)]
-                let le = *b as f64 / 1000.0;
-                let _ = writeln!(o, "{name}_bucket{{le=\"{le}\"}} {cum}");
-            }
-            let count = self.write_count.load(Relaxed);
-            #[allow(clippy::cast_precision_loss)]
-            let sum = self.write_sum_us.load(Relaxed) as f64 / 1e6;
-            let _ = writeln!(
-                o,
-                "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {sum}\n{name}_count {count}"
-            );
-        }
+        self.mysql_write.render(
+            &mut o,
+            "chat_worker_mysql_write_seconds",
+            "Time of one MySQL batch transaction (multi-row statements and commit).",
+        );
         let gauge = |o: &mut String, name: &str, help: &str, values: &[AtomicI64]| {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge");
             for (s, v) in values.iter().enumerate() {
