@@ -74,6 +74,12 @@ pub struct Config {
     pub worker_port: u16,
     /// `*` or a comma-separated list of allowed origins.
     pub cors_origin: String,
+    /// The web client the API serves at `/` (`WEB_DIR`, default `web/dist`, the output of
+    /// `web/build.mjs`); `None` when set empty (then `/` answers 404).
+    pub web_dir: Option<String>,
+    /// Socket.IO gateway URLs the web client connects to (`WEB_GATEWAY_URL`, comma-separated, default
+    /// `http://localhost:3000`); empty: the page's own origin (a proxy routes `/socket.io/`).
+    pub web_gateway_urls: Vec<String>,
     /// Apply pending migrations when a service starts.
     pub run_migrations: bool,
     /// Requests per minute per user (per IP when anonymous) on the REST API.
@@ -280,6 +286,10 @@ impl Config {
             gateway_port: r.num("GATEWAY_PORT", 3000, 0, 65535)?,
             worker_port: r.num("WORKER_PORT", 9090, 0, 65535)?,
             cors_origin: r.string("CORS_ORIGIN", "*"),
+            web_dir: Some(r.string("WEB_DIR", "web/dist")).filter(|d| !d.trim().is_empty()),
+            web_gateway_urls: web_gateway_urls(
+                &r.string("WEB_GATEWAY_URL", "http://localhost:3000"),
+            )?,
             run_migrations: r.flag("RUN_MIGRATIONS", false)?,
             api_rate_limit_per_minute: r.num("API_RATE_LIMIT_PER_MINUTE", 100, 1, 1_000_000)?,
             login_attempts_per_account: r.num("LOGIN_ATTEMPTS_PER_ACCOUNT", 10, 1, 10_000)?,
@@ -407,6 +417,33 @@ impl Config {
     }
 }
 
+/// `WEB_GATEWAY_URL`: comma-separated `http(s)://host[:port]` origins (no path, query or quotes: they
+/// go into the page's Content-Security-Policy), or empty for the page's own origin.
+fn web_gateway_urls(raw: &str) -> Result<Vec<String>, ConfigError> {
+    let mut out = Vec::new();
+    for url in raw.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+        let rest = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"))
+            .unwrap_or("");
+        let host = rest.strip_suffix('/').unwrap_or(rest);
+        let valid = !host.is_empty()
+            && host.bytes().all(|b| {
+                b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']')
+            });
+        if !valid {
+            return Err(invalid(
+                "WEB_GATEWAY_URL",
+                format!(
+                    "must be empty or comma-separated http(s)://host[:port] origins, got {url:?}"
+                ),
+            ));
+        }
+        out.push(url.trim_end_matches('/').to_owned());
+    }
+    Ok(out)
+}
+
 /// A replica's name (in Redis keys and consumer groups): 1 to 128 printable ASCII characters.
 fn check_name(var: &'static str, name: &str) -> Result<(), ConfigError> {
     if name.is_empty() || name.len() > 128 || !name.bytes().all(|b| b.is_ascii_graphic()) {
@@ -489,6 +526,22 @@ mod tests {
     }
 
     #[test]
+    fn web_client_settings() {
+        let c = cfg(&[]).expect("defaults are valid");
+        assert_eq!(c.web_dir.as_deref(), Some("web/dist"));
+        assert_eq!(c.web_gateway_urls, ["http://localhost:3000"]);
+        let c = cfg(&[
+            ("WEB_DIR", ""),
+            ("WEB_GATEWAY_URL", " http://a:3000/, https://b.example "),
+        ])
+        .expect("valid");
+        assert_eq!(c.web_dir, None);
+        assert_eq!(c.web_gateway_urls, ["http://a:3000", "https://b.example"]);
+        let c = cfg(&[("WEB_GATEWAY_URL", "")]).expect("same origin");
+        assert!(c.web_gateway_urls.is_empty());
+    }
+
+    #[test]
     fn production_requires_real_secrets() {
         let e = cfg(&[("APP_ENV", "production")]).expect_err("no secret");
         assert!(e.to_string().contains("JWT_SECRET"));
@@ -528,6 +581,9 @@ mod tests {
             ("GATEWAY_ID", "a b"),
             ("SEND_QUEUE_CAPACITY", "1"),
             ("RECENT_LOG_SIZE", "x"),
+            ("WEB_GATEWAY_URL", "ws://localhost:3000"),
+            ("WEB_GATEWAY_URL", "http://x/path"),
+            ("WEB_GATEWAY_URL", "http://x\"; script-src *"),
         ] {
             let e = cfg(&[(k, v)]).expect_err(k);
             assert!(e.to_string().starts_with(k), "{e}");

@@ -7,6 +7,7 @@ pub mod extract;
 mod messages;
 mod rooms;
 mod users;
+mod web;
 
 use crate::metrics::{Dependency, UNMATCHED};
 use crate::state::AppState;
@@ -88,7 +89,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/docs", get(docs_page))
         .route("/metrics", get(metrics))
-        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        // The web client's pages and files; its fallback answers the JSON 404 for unknown paths.
+        .merge(web::routes(&state.config))
         .method_not_allowed_fallback(|| async {
             (StatusCode::METHOD_NOT_ALLOWED, axum::Json(serde_json::json!({
                 "error": {"code": "METHOD_NOT_ALLOWED", "message": "method not allowed on this route"}
@@ -193,9 +195,12 @@ async fn metrics(State(st): State<AppState>) -> Response {
 /// The path as logged: invite codes are secrets (they admit people to private rooms), so they are
 /// replaced by a placeholder.
 fn log_path(path: &str) -> std::borrow::Cow<'_, str> {
-    match path.strip_prefix("/api/v1/invites/") {
-        Some(_) => "/api/v1/invites/{code}".into(),
-        None => path.into(),
+    if path.starts_with("/api/v1/invites/") {
+        "/api/v1/invites/{code}".into()
+    } else if path.starts_with("/invite/") {
+        "/invite/{code}".into()
+    } else {
+        path.into()
     }
 }
 
