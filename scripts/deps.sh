@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Makes sure MariaDB and Redis are installed and running on loopback, and that the database user the
 # services and tests use exists. Idempotent; installs with apt-get only what is missing.
-# With --test it also makes sure of what the test suites need: Node.js with npm (the socket.io-client
-# interop tests) and Python 3 with venv (the python-socketio ones).
+# Node.js with npm too: `make up` builds the web client (web/build.sh) with them. With --test it also makes
+# sure of what the test suites need: Python 3 with venv (the python-socketio tests).
 #   MariaDB: 127.0.0.1:3306, user chat/chat, owning database `chat` and every `chat_test_*` database.
 #   Redis:   127.0.0.1:6379.
 set -euo pipefail
@@ -80,12 +80,14 @@ if ! mariadb -uchat -pchat -h 127.0.0.1 -P 3306 -e "SELECT 1" chat >/dev/null 2>
     FLUSH PRIVILEGES;"
 fi
 
+# --- Node.js (the web client's build; the socket.io-client and browser tests) ------------------------
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  echo "deps: installing Node.js and npm"
+  apt_install nodejs npm
+fi
+
 # --- Test tools (make test) -------------------------------------------------------------------------
 if [ "${1:-}" = "--test" ]; then
-  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
-    echo "deps: installing Node.js and npm"
-    apt_install nodejs npm
-  fi
   if ! command -v python3 >/dev/null 2>&1 || ! python3 -c "import venv, ensurepip" >/dev/null 2>&1; then
     echo "deps: installing Python 3 venv"
     apt_install python3 python3-venv

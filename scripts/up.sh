@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make up`: dependencies, database, release build, then the services in the background.
+# `make up`: dependencies, database, release build, the web client (web/build.sh), then the services in
+# the background.
 # State (pids, logs) lives in .run/. `make down` stops what this started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +13,8 @@ export WORKER_PORT="${WORKER_PORT:-9090}"
 
 echo "up: building (release)…"
 cargo build --release --locked -q -p chat-api -p chat-worker -p chat-gateway --bins
+echo "up: building the web client (web/)"
+web/build.sh
 mkdir -p .run
 echo "up: applying migrations"
 target/release/chat-api migrate
@@ -38,7 +41,9 @@ wait_http() { # name, url
 }
 
 GATEWAY_PORTS="${GATEWAY_PORTS:-3000 3001}"
-start api chat-api
+# The web page connects to one of the gateways at random (they are stateless).
+WEB_GATEWAY_URL="${WEB_GATEWAY_URL:-$(for p in $GATEWAY_PORTS; do printf 'http://localhost:%s,' "$p"; done)}"
+start api chat-api WEB_DIR="${WEB_DIR:-$PWD/web/dist}" WEB_GATEWAY_URL="${WEB_GATEWAY_URL%,}"
 start worker chat-worker
 i=0
 for port in $GATEWAY_PORTS; do
@@ -55,7 +60,10 @@ done
 
 cat <<MSG
 
-The chat stack is up:
+The chat stack is up. Chat in your browser (open it in two windows, sign up twice):
+
+  Web client     http://localhost:${API_PORT}/
+
   REST API       http://localhost:${API_PORT}/api/v1
   API docs       http://localhost:${API_PORT}/api/v1/docs   (OpenAPI: /api/v1/openapi.json)
   Health         http://localhost:${API_PORT}/health  ·  http://localhost:${API_PORT}/ready

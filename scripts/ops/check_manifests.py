@@ -45,7 +45,7 @@ GATEWAY_VARS = [
 OTEL_VARS = ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SERVICE_NAME", "OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG"]
 OTHER_VARS = ["RUST_LOG"]
 # Only this service reads these (everything else is read by all three).
-OWNER_PREFIXES = {"WORKER_": "chat-worker"}
+OWNER_PREFIXES = {"WORKER_": "chat-worker", "WEB_": "chat-api"}
 # Test-only variables of the test kit and the examples: not service settings.
 NOT_SERVICE_DIRS = ("crates/testkit", "/examples/", "/tests/", "/benches/", "/bench/")
 

@@ -9,3 +9,4 @@ mod history;
 mod messages_write;
 mod metrics;
 mod rooms;
+mod web;
