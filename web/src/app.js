@@ -159,7 +159,12 @@ async function onConnect(recovered) {
   if (!recovered) await joinAll();
   else if (current) markReadSoon(rooms.get(current));
   if (current) loadMembers(rooms.get(current)).catch(() => {});
-  if (!recovered) flushOutbox();
+  if (!recovered) {
+    flushOutbox();
+    // The sinceSeq replay brought the new messages; edits and deletes of older ones during the gap
+    // are in the latest page of history.
+    if (current) refreshLatest(rooms.get(current));
+  }
 }
 
 function onAuthError() {
@@ -240,6 +245,7 @@ async function addRoom(view, open = true) {
   renderRoomList();
   await joinRoom(room);
   if (open) await openRoom(room.id);
+  runDiscover();
   return room;
 }
 
@@ -560,6 +566,20 @@ async function loadLatest(room) {
   if (last && (!room.lastMessage || last.seq >= room.lastMessage.seq)) room.lastMessage = last;
 }
 
+/** Re-reads the newest page of history into a loaded room (after a reconnect that was not recovered). */
+async function refreshLatest(room) {
+  if (!room?.loaded) return;
+  try {
+    const page = await api.call("GET", `/rooms/${room.id}/messages?limit=${PAGE}`);
+    for (const m of page.messages) {
+      const old = room.messages.get(m.seq);
+      if (!old || old.content !== m.content || old.editedAt !== m.editedAt || old.deletedAt !== m.deletedAt) upsert(room, m);
+    }
+  } catch {
+    /* the socket's replay has the new messages; this was only a refresh */
+  }
+}
+
 async function loadOlder(room) {
   if (!room.hasOlder || room.loadingOlder || room.oldest == null) return;
   room.loadingOlder = true;
@@ -815,8 +835,8 @@ function renderMessage(room, m) {
     h(
       "div",
       { class: "msg-foot" },
-      mine ? h("span", { class: "status" }) : null,
-      mine ? h("span", { class: "seen-by" }) : null,
+      mine && !deleted ? h("span", { class: "status" }) : null,
+      mine && !deleted ? h("span", { class: "seen-by" }) : null,
       !deleted && mine
         ? h("button", { type: "button", class: "small quiet", text: "Edit", "aria-label": "Edit message", onclick: () => startEdit(room, m.seq) })
         : null,

@@ -348,6 +348,29 @@ step("Bob's connection is cut: reconnecting, then recovered with the missed mess
   assert.equal(finalA.filter((c) => c === "written while offline").length, 1);
 });
 
+step("a reconnect the gateways cannot recover refills the room by seq", async () => {
+  const a = ctx.alice.page;
+  const b = ctx.bob.page;
+  stack.cut.refuse(true);
+  stack.cut.cut();
+  await connState(b, "reconnecting");
+  await sleep(500); // the gateway has saved the session by now: forget it, as if the window had passed
+  await stack.forgetSessions();
+  await send(a, "missed three");
+  const edited = message(a, "missed one");
+  await edited.getByRole("button", { name: "Edit message" }).click();
+  await a.locator("#messages input.edit-input").fill("missed one (edited)");
+  await a.locator("#messages input.edit-input").press("Enter");
+  await message(a, "missed one (edited)").waitFor({ timeout: T });
+  stack.cut.refuse(false);
+  // A fresh socket: "live" again (not "recovered"), the rooms joined with sinceSeq.
+  await b.waitForFunction(() => ["live", "recovered"].includes(document.querySelector("#conn").dataset.state), null, { timeout: 15000, polling: 50 });
+  assert.equal(await b.locator("#conn").getAttribute("data-state"), "live");
+  await message(b, "missed three").waitFor({ timeout: T });
+  await message(b, "missed one (edited)").waitFor({ timeout: T });
+  assert.deepEqual(await contents(b), await contents(a));
+});
+
 step("admin actions: promote, rotate the invite, remove; presence and last seen", async () => {
   const a = ctx.alice.page;
   const b = ctx.bob.page;
@@ -387,6 +410,23 @@ step("admin actions: promote, rotate the invite, remove; presence and last seen"
   await inLobby.locator(".dot.offline").waitFor({ timeout: T });
   await inLobby.locator(".presence", { hasText: "last seen" }).waitFor({ timeout: T });
   await screenshot(a, "presence-last-seen");
+});
+
+step("errors in plain words: a wrong password, then the login rate limit with its wait", async () => {
+  const b = ctx.bob.page;
+  const form = b.locator("#login-form");
+  // LOGIN_ATTEMPTS_PER_IP=2 in this stack.
+  for (let i = 0; i < 2; i++) {
+    await form.locator("#login-name").fill(ctx.bob.username);
+    await form.locator("#login-password").fill("not my password");
+    await form.getByRole("button", { name: "Log in" }).click();
+    await form.locator(".form-error", { hasText: "Wrong username, e-mail or password." }).waitFor({ timeout: T });
+    await b.evaluate(() => (document.querySelector("#login-form .form-error").textContent = ""));
+  }
+  await form.locator("#login-password").fill("correct horse battery");
+  await form.getByRole("button", { name: "Log in" }).click();
+  await form.locator(".form-error", { hasText: /Too many requests: please wait \d+ seconds? and try again\./ }).waitFor({ timeout: T });
+  await screenshot(b, "rate-limited-phone");
 });
 
 step("the session was refreshed before its token expired, and nothing went wrong on the pages", async () => {

@@ -56,8 +56,8 @@ function mysql(sql) {
   if (r.status !== 0) throw new Error(`mysql ${sql}: ${r.stderr || r.error}`);
 }
 
-/** Deletes the Redis keys under `prefix` (SCAN + DEL over a bare RESP connection). */
-async function redisCleanup(prefix) {
+/** Deletes the Redis keys matching `pattern` (SCAN + DEL over a bare RESP connection). */
+async function redisDelete(pattern) {
   const u = new URL(REDIS_URL);
   const sock = net.connect(Number(u.port || 6379), u.hostname || "127.0.0.1");
   await new Promise((resolve, reject) => {
@@ -99,7 +99,7 @@ async function redisCleanup(prefix) {
   try {
     let cursor = "0";
     do {
-      send("SCAN", cursor, "MATCH", `${prefix}:*`, "COUNT", 1000);
+      send("SCAN", cursor, "MATCH", pattern, "COUNT", 1000);
       const r = await reply();
       cursor = r.cursor;
       if (r.keys.length) {
@@ -232,6 +232,8 @@ export async function startStack({ env = {} } = {}) {
     RUST_LOG: "info",
     NO_COLOR: "1",
     API_RATE_LIMIT_PER_MINUTE: "100000",
+    // Two login attempts per address: the test shows the rate-limit message after two wrong passwords.
+    LOGIN_ATTEMPTS_PER_IP: "2",
     MESSAGE_RATE_LIMIT: "100",
     // Quick heartbeats, so a cut connection is noticed and presence moves within seconds.
     PRESENCE_TTL_SECS: "3",
@@ -252,6 +254,10 @@ export async function startStack({ env = {} } = {}) {
     procs: [],
     failed: false,
     url: `http://127.0.0.1:${apiPort}`,
+    /** Forgets every Socket.IO session the gateways keep for recovery (`P:v1:sio:<pid>`). */
+    forgetSessions() {
+      return redisDelete(`${prefix}:v1:sio:*`);
+    },
     async stop() {
       await Promise.all(this.procs.map((p) => p.stop()));
       await cut.close();
@@ -259,7 +265,7 @@ export async function startStack({ env = {} } = {}) {
         for (const p of this.procs) process.stderr.write(`\n----- ${p.name} (${p.log}) -----\n${p.tail()}\n`);
       }
       try {
-        await redisCleanup(prefix);
+        await redisDelete(`${prefix}:*`);
       } catch {
         /* best effort */
       }
