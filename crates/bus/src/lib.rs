@@ -1,4 +1,4 @@
-//! The Redis side of the system: the connection pool, every key name, and the Lua scripts.
+//! The Redis side of the system: the shared connection, every key name, and the Lua scripts.
 //!
 //! Every key starts with the configured prefix (`REDIS_PREFIX`, default `chat`) followed by a schema
 //! version, so deployments — and tests — sharing one Redis never see each other's data. Scripts run
@@ -12,16 +12,15 @@ pub mod stream;
 pub use keys::{shard_of, Keys, PERSIST_GROUP};
 pub use ratelimit::RateDecision;
 
-use deadpool_redis::redis::{self, AsyncCommands};
-use deadpool_redis::{Pool, Runtime};
+use deadpool_redis::redis::{self, aio::ConnectionManager, AsyncCommands};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::OnceCell;
 use uuid::Uuid;
 
 /// A Redis failure.
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
-    #[error("redis pool error")]
-    Pool(#[from] deadpool_redis::PoolError),
     #[error("redis error")]
     Redis(#[from] redis::RedisError),
     #[error("invalid redis configuration: {0}")]
@@ -30,12 +29,55 @@ pub enum BusError {
 
 pub type BusResult<T> = Result<T, BusError>;
 
-/// A cheap-to-clone handle: the pool plus the key namer.
+/// A cheap-to-clone handle: the process's Redis connection plus the key namer.
 #[derive(Clone)]
 pub struct Bus {
-    pool: Pool,
+    client: redis::Client,
+    shared: Arc<OnceCell<ConnectionManager>>,
     keys: Keys,
 }
+
+/// A handle on the process's one multiplexed Redis connection (clone-cheap; commands from every task are
+/// pipelined on it). Derefs to the redis crate's `ConnectionManager`, which reconnects after a failure.
+pub struct Conn(ConnectionManager);
+
+impl std::ops::Deref for Conn {
+    type Target = ConnectionManager;
+    fn deref(&self) -> &ConnectionManager {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut ConnectionManager {
+        &mut self.0
+    }
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        self.0.req_packed_command(cmd)
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        self.0.req_packed_commands(cmd, offset, count)
+    }
+
+    fn get_db(&self) -> i64 {
+        self.0.get_db()
+    }
+}
+
+/// How long one command may wait for its reply, and one connection attempt.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl std::fmt::Debug for Bus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -46,26 +88,20 @@ impl std::fmt::Debug for Bus {
 }
 
 impl Bus {
-    /// Creates the pool (connections are opened lazily) for `url`, naming keys under `prefix`.
+    /// A handle for `url` (the connection is opened on first use), naming keys under `prefix`.
+    ///
+    /// Every command of the process goes over one multiplexed connection: no checkout, and none of the
+    /// `PING` a pool sends to recycle a connection before each use (which doubled the round trips), and a
+    /// burst of thousands of commands (a mass disconnect) queues on the socket instead of timing out on a
+    /// pool. Blocking commands (`XREADGROUP … BLOCK`) must not use it: the worker opens its own.
     ///
     /// # Errors
     /// An invalid URL.
-    pub fn new(url: &str, prefix: &str, max_size: usize) -> BusResult<Self> {
-        let mut cfg = deadpool_redis::Config::from_url(url);
-        cfg.pool = Some(deadpool_redis::PoolConfig {
-            max_size,
-            timeouts: deadpool_redis::Timeouts {
-                wait: Some(Duration::from_secs(5)),
-                create: Some(Duration::from_secs(5)),
-                recycle: Some(Duration::from_secs(5)),
-            },
-            ..Default::default()
-        });
-        let pool = cfg
-            .create_pool(Some(Runtime::Tokio1))
-            .map_err(|e| BusError::Config(e.to_string()))?;
+    pub fn new(url: &str, prefix: &str) -> BusResult<Self> {
+        let client = redis::Client::open(url).map_err(|e| BusError::Config(e.to_string()))?;
         Ok(Self {
-            pool,
+            client,
+            shared: Arc::new(OnceCell::new()),
             keys: Keys::new(prefix),
         })
     }
@@ -74,16 +110,23 @@ impl Bus {
         &self.keys
     }
 
-    pub fn pool(&self) -> &Pool {
-        &self.pool
-    }
-
-    /// A pooled connection.
+    /// The shared connection (opened on first use; a failed open is tried again by the next call).
     ///
     /// # Errors
-    /// Redis unreachable or the pool exhausted for 5 s.
-    pub async fn conn(&self) -> BusResult<deadpool_redis::Connection> {
-        Ok(self.pool.get().await?)
+    /// Redis unreachable.
+    pub async fn conn(&self) -> BusResult<Conn> {
+        let m = self
+            .shared
+            .get_or_try_init(|| async {
+                let cfg = redis::aio::ConnectionManagerConfig::new()
+                    .set_connection_timeout(REDIS_TIMEOUT)
+                    .set_response_timeout(REDIS_TIMEOUT)
+                    .set_number_of_retries(2)
+                    .set_max_delay(1000);
+                ConnectionManager::new_with_config(self.client.clone(), cfg).await
+            })
+            .await?;
+        Ok(Conn(m.clone()))
     }
 
     /// `PING`, for readiness probes.

@@ -81,7 +81,7 @@ impl From<&Message> for MessageRef {
 /// Runs `script` as the last command of `pipe` (after the commands already in it), loading it once
 /// if Redis does not know it yet. Returns the script's reply.
 async fn eval_in_pipeline(
-    conn: &mut deadpool_redis::Connection,
+    conn: &mut chat_bus::Conn,
     mut pipe: redis::Pipeline,
     script: &Script,
     keys: &[&str],
@@ -264,7 +264,7 @@ impl Realtime {
 
     /// Starts a room's missing counter (new room, or Redis lost it) after the highest `seq` MySQL has.
     /// `NX`: a concurrent seeder's value, or a counter that appeared meanwhile, stands.
-    async fn seed_seq(&self, conn: &mut deadpool_redis::Connection, room: Uuid) -> RtResult<()> {
+    async fn seed_seq(&self, conn: &mut chat_bus::Conn, room: Uuid) -> RtResult<()> {
         let max = self.store.max_seq(room).await?;
         let _: Value = redis::cmd("SET")
             .arg(self.room(room).seq())

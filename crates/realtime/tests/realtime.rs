@@ -46,7 +46,7 @@ impl World {
             .await
             .expect("test database (run scripts/deps.sh)");
         let store = env.store().await.unwrap();
-        let bus = Bus::new(&env.redis_url, &env.redis_prefix, 8).unwrap();
+        let bus = Bus::new(&env.redis_url, &env.redis_prefix).unwrap();
         let seeded = chat_testkit::seed_users_and_rooms(&store, 3, 2, true)
             .await
             .unwrap();
@@ -104,7 +104,7 @@ impl World {
             .await
     }
 
-    async fn redis(&self) -> deadpool_redis::Connection {
+    async fn redis(&self) -> chat_bus::Conn {
         self.bus.conn().await.unwrap()
     }
 

@@ -43,7 +43,7 @@ impl Application {
         )
         .await
         .context("connecting to MySQL (DATABASE_URL)")?;
-        let bus = Bus::new(config.redis_url.expose(), &config.redis_prefix, 32)
+        let bus = Bus::new(config.redis_url.expose(), &config.redis_prefix)
             .context("configuring Redis")?;
         let client = redis::Client::open(config.redis_url.expose()).context("configuring Redis")?;
         let rt = Realtime::new(bus.clone(), store.clone(), RtConfig::from_config(&config));

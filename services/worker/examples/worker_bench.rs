@@ -57,7 +57,7 @@ impl World {
     async fn new(users: usize, rooms: usize, shards: u16) -> anyhow::Result<Self> {
         let env = TestEnv::new().await?;
         let store = Store::connect(&env.database_url, 16).await?;
-        let bus = Bus::new(&env.redis_url, &env.redis_prefix, 16)?;
+        let bus = Bus::new(&env.redis_url, &env.redis_prefix)?;
         let seeded = chat_testkit::seed_users_and_rooms(&store, users, rooms, false).await?;
         let (user_ids, room_ids) = (seeded.users, seeded.rooms);
         Ok(Self {

@@ -49,7 +49,7 @@ impl Application {
         if config.run_migrations {
             store.migrate().await.context("applying migrations")?;
         }
-        let bus = Bus::new(config.redis_url.expose(), &config.redis_prefix, 4)
+        let bus = Bus::new(config.redis_url.expose(), &config.redis_prefix)
             .context("configuring Redis")?;
         let client = redis::Client::open(config.redis_url.expose()).context("configuring Redis")?;
         let addr = SocketAddr::new(config.bind_host, config.worker_port);

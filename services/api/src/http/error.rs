@@ -164,10 +164,7 @@ fn dependency_of(e: &anyhow::Error) -> Option<Dependency> {
     e.chain().find_map(|c| {
         if c.is::<chat_store::StoreError>() || c.is::<sqlx::Error>() {
             Some(Dependency::Mysql)
-        } else if c.is::<chat_bus::BusError>()
-            || c.is::<deadpool_redis::redis::RedisError>()
-            || c.is::<deadpool_redis::PoolError>()
-        {
+        } else if c.is::<chat_bus::BusError>() || c.is::<deadpool_redis::redis::RedisError>() {
             Some(Dependency::Redis)
         } else {
             None

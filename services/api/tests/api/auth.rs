@@ -476,7 +476,7 @@ async fn public_profiles_show_presence_and_last_seen() {
     assert!(body.get("email").is_none(), "e-mail is private");
 
     // A live connection entry (as a gateway writes it) makes the user online.
-    let bus = chat_bus::Bus::new(&app.env.redis_url, &app.env.redis_prefix, 2).unwrap();
+    let bus = chat_bus::Bus::new(&app.env.redis_url, &app.env.redis_prefix).unwrap();
     let mut c = bus.conn().await.unwrap();
     let expires = chrono::Utc::now().timestamp_millis() + 60_000;
     let _: () = deadpool_redis::redis::cmd("ZADD")

@@ -62,7 +62,7 @@ impl World {
             .await
             .expect("test database (run scripts/deps.sh)");
         let store = env.store().await.expect("store");
-        let bus = Bus::new(&env.redis_url, &env.redis_prefix, 8).expect("bus");
+        let bus = Bus::new(&env.redis_url, &env.redis_prefix).expect("bus");
         let seeded = chat_testkit::seed_users_and_rooms(&store, users, rooms, true)
             .await
             .expect("users and rooms");
@@ -190,7 +190,7 @@ impl World {
         }
     }
 
-    pub async fn redis(&self) -> deadpool_redis::Connection {
+    pub async fn redis(&self) -> chat_bus::Conn {
         self.bus.conn().await.expect("redis")
     }
 
