@@ -79,7 +79,18 @@ pub struct Cli {
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub persist_timeout: Duration,
 
-    /// Write the summary as JSON to this file.
+    /// Several processes in one run (each connection is a file, and a process may hold only so many):
+    /// once connected, create this file...
+    #[arg(long, value_name = "FILE")]
+    pub ready_file: Option<PathBuf>,
+
+    /// ...and wait until this file exists before the ramp-up starts (at most --connect-timeout), so
+    /// every process measures the same window.
+    #[arg(long, value_name = "FILE")]
+    pub start_file: Option<PathBuf>,
+
+    /// Write the summary as JSON to this file (with the latency histogram, so that the summaries of
+    /// several processes can be merged).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
 
@@ -373,6 +384,7 @@ pub fn parse_rate(s: &str) -> Result<f64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn parse(args: &str) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("chat-bench").chain(args.split_whitespace()))
@@ -441,6 +453,16 @@ mod tests {
             (p.connections, p.rooms, p.senders, p.room_of(3)),
             (50, 0, 0, None)
         );
+    }
+
+    #[test]
+    fn several_processes_share_a_start() {
+        let c = parse("--url http://h:1 --api http://h:2 --ready-file /tmp/r.1 --start-file /tmp/go idle -n 5")
+            .expect("parses");
+        assert_eq!(c.ready_file.as_deref(), Some(Path::new("/tmp/r.1")));
+        assert_eq!(c.start_file.as_deref(), Some(Path::new("/tmp/go")));
+        let c = parse("--url http://h:1 --api http://h:2 idle -n 5").expect("parses");
+        assert_eq!((c.ready_file, c.start_file), (None, None));
     }
 
     #[test]

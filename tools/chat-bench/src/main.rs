@@ -195,6 +195,21 @@ async fn run(cli: Cli, plan: Plan) -> anyhow::Result<()> {
         Counters::get(&shared.counters.conns_failed)
     ));
 
+    // Several processes: say this one is connected, then wait for the word to start.
+    if let Some(path) = &cli.ready_file {
+        std::fs::write(path, format!("{}\n", std::process::id()))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &cli.start_file {
+        let until = Instant::now() + cli.connect_timeout;
+        while !path.exists() {
+            if Instant::now() >= until {
+                anyhow::bail!("{} did not appear within --connect-timeout", path.display());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     // Ramp-up, then the measured window.
     let ramp = cli.ramp_up.as_secs_f64();
     let begin = Instant::now();

@@ -41,6 +41,9 @@ pub struct Summary {
     /// With --verify-persisted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub persistence: Option<crate::persist::Persistence>,
+    /// The publish → receive histogram itself: `[microseconds, count]` for every recorded bucket
+    /// (3 significant digits), so that the runs of several processes can be merged exactly.
+    pub latency_histogram: Vec<[u64; 2]>,
 }
 
 #[derive(Debug, Serialize)]
@@ -121,6 +124,7 @@ impl Summary {
             0.0
         };
         let watched_cpu: f64 = i.watched.iter().map(|w| w.1).sum();
+        let latency = i.shared.latency.merged();
         let conns_ok = Counters::get(&c.conns_ok);
         let growth: Option<i64> = i
             .watched
@@ -174,7 +178,7 @@ impl Summary {
                 per_sec: round(per_sec, 1),
                 measured_secs: round(i.measured_secs, 3),
             },
-            latency: Latency::of(&i.shared.latency.merged()),
+            latency: Latency::of(&latency),
             ack_latency: Latency::of(&i.shared.ack_latency.merged()),
             errors: c.errors(),
             cpu: Cpu {
@@ -195,6 +199,10 @@ impl Summary {
                 bench_secs: round(i.self_cpu, 3),
             },
             persistence: i.persistence,
+            latency_histogram: latency
+                .iter_recorded()
+                .map(|v| [v.value_iterated_to(), v.count_at_value()])
+                .collect(),
         }
     }
 
@@ -353,6 +361,13 @@ mod tests {
         assert_eq!(json["scenario"]["name"], "fanout");
         assert_eq!(json["scenario"]["users_from"], "api");
         assert!(json.get("persistence").is_none());
+        // The histogram's buckets add up to its count, values in µs (0.1 … 9 ms).
+        let buckets = json["latency_histogram"].as_array().expect("an array");
+        let total: u64 = buckets.iter().map(|b| b[1].as_u64().expect("count")).sum();
+        assert_eq!(total, 90);
+        assert_eq!(buckets[0][0], 100);
+        let last = buckets[buckets.len() - 1][0].as_u64().expect("µs");
+        assert!((9000..9010).contains(&last), "{last}");
         let table = s.table();
         assert!(table.contains("11 / 10 / 1"), "{table}");
         assert!(table.contains("error RATE_LIMITED"), "{table}");
