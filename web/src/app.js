@@ -900,7 +900,7 @@ function renderPending(room, p) {
   if (current !== room.id || !view) return;
   const label = {
     sending: "Sending…",
-    queued: "Waiting for the connection…",
+    queued: rt?.connected ? "Queued…" : "Waiting for the connection…",
     waiting: p.error || "Waiting…",
     failed: p.error || "Not sent.",
   }[p.status];
@@ -915,7 +915,7 @@ function renderPending(room, p) {
       h("span", { class: "status", dataset: { status: p.status }, text: label }),
       p.status === "failed"
         ? [
-            h("button", { type: "button", class: "small", text: "Retry", onclick: () => trySend(p, true) }),
+            h("button", { type: "button", class: "small", text: "Retry", onclick: () => retry(room, p) }),
             h("button", { type: "button", class: "small quiet", text: "Discard", onclick: () => settlePending(room, p.clientMsgId) }),
           ]
         : null,
@@ -944,52 +944,72 @@ function scrollToBottom() {
 // Sending, editing, deleting
 
 function sendMessage(room, content) {
-  const p = { clientMsgId: randomId(), roomId: room.id, content, status: "sending", error: null };
+  const p = { clientMsgId: randomId(), roomId: room.id, content, status: "queued", error: null };
   room.pending.set(p.clientMsgId, p);
   renderPending(room, p);
-  trySend(p);
+  pump(room);
 }
 
-/** Sends (or re-sends: the same clientMsgId, so the server never stores it twice). */
-async function trySend(p, manual = false) {
-  const room = rooms.get(p.roomId);
-  if (!room || !room.pending.has(p.clientMsgId) || p.inflight) return;
-  if (!rt?.connected) {
-    p.status = "queued";
-    renderPending(room, p);
-    return;
-  }
-  p.inflight = true;
-  p.status = "sending";
-  if (manual) p.error = null;
-  renderPending(room, p);
-  const a = await rt.request("send_message", { roomId: p.roomId, content: p.content, clientMsgId: p.clientMsgId });
-  p.inflight = false;
-  if (!room.pending.has(p.clientMsgId)) return;
-  if (a.ok) {
-    settlePending(room, p.clientMsgId);
-    onMessage(room, a.message);
-    return;
-  }
-  const code = a.error?.code;
-  if (code === "OFFLINE" || code === "TIMEOUT" || code === "UNAVAILABLE") {
-    p.status = "queued";
-    renderPending(room, p);
-    if (rt?.connected) setTimeout(() => trySend(p), 1500);
-  } else if (code === "RATE_LIMITED") {
-    const ms = a.error.retryAfterMs ?? (a.error.retryAfter ?? 1) * 1000;
-    p.status = "waiting";
-    p.error = ackText(a, "You are sending messages too fast");
-    notice(p.error);
-    renderPending(room, p);
-    setTimeout(() => trySend(p), ms + 100);
-  } else {
-    p.status = "failed";
-    p.error = ackText(a);
-    notice(p.error);
-    renderPending(room, p);
+/**
+ * Sends a room's unsent messages one at a time, in the order they were written, so a message held back
+ * (rate limited, connection lost) is never overtaken by a later one. Each keeps its clientMsgId across
+ * retries, so the server never stores one twice. Runs until the outbox is empty or the socket is down
+ * (a reconnect calls it again).
+ */
+async function pump(room) {
+  if (room.pumping) return;
+  room.pumping = true;
+  try {
+    for (;;) {
+      if (!rooms.has(room.id)) return;
+      const p = [...room.pending.values()].find((x) => x.status !== "failed");
+      if (!p) return;
+      if (!rt?.connected) {
+        for (const x of room.pending.values()) if (x.status !== "failed" && x.status !== "queued") setStatus(room, x, "queued");
+        return;
+      }
+      setStatus(room, p, "sending");
+      const a = await rt.request("send_message", { roomId: p.roomId, content: p.content, clientMsgId: p.clientMsgId });
+      if (!room.pending.has(p.clientMsgId)) continue; // discarded meanwhile
+      if (a.ok) {
+        settlePending(room, p.clientMsgId);
+        onMessage(room, a.message);
+        continue;
+      }
+      const code = a.error?.code;
+      if (code === "RATE_LIMITED") {
+        const ms = a.error.retryAfterMs ?? (a.error.retryAfter ?? 1) * 1000;
+        p.error = ackText(a, "You are sending messages too fast");
+        notice(p.error);
+        setStatus(room, p, "waiting");
+        await sleep(ms + 50);
+      } else if (code === "OFFLINE" || code === "TIMEOUT" || code === "UNAVAILABLE") {
+        setStatus(room, p, "queued");
+        if (!rt?.connected) return;
+        await sleep(1500);
+      } else {
+        p.error = ackText(a);
+        notice(p.error);
+        setStatus(room, p, "failed");
+      }
+    }
+  } finally {
+    room.pumping = false;
   }
 }
+
+function setStatus(room, p, status) {
+  p.status = status;
+  renderPending(room, p);
+}
+
+function retry(room, p) {
+  p.error = null;
+  setStatus(room, p, "queued");
+  pump(room);
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 function settlePending(room, clientMsgId) {
   room.pending.delete(clientMsgId);
@@ -1001,9 +1021,7 @@ function settlePending(room, clientMsgId) {
 }
 
 function flushOutbox() {
-  for (const room of rooms.values()) {
-    for (const p of room.pending.values()) if (p.status === "queued" || p.status === "sending") trySend(p);
-  }
+  for (const room of rooms.values()) if (room.pending.size) pump(room);
 }
 
 function startEdit(room, seq) {

@@ -241,6 +241,11 @@ step("Bob makes a public room with history; Alice discovers it and pages upward"
       headers: { authorization: `Bearer ${bearer}`, "content-type": "application/json" },
       body: JSON.stringify({ content: `history ${i}`, clientMsgId: `h-${i}` }),
     });
+    if (r.status === 429) {
+      await sleep((await r.json()).error.retryAfterMs + 20); // MESSAGE_RATE_LIMIT: wait, send it again
+      i--;
+      continue;
+    }
     assert.equal(r.status, 201, await r.text());
   }
   await message(b, "history 35").waitFor({ timeout: T });
@@ -369,6 +374,24 @@ step("a reconnect the gateways cannot recover refills the room by seq", async ()
   await message(b, "missed three").waitFor({ timeout: T });
   await message(b, "missed one (edited)").waitFor({ timeout: T });
   assert.deepEqual(await contents(b), await contents(a));
+});
+
+step("a burst of messages is rate limited, said in plain words, and resent after the wait", async () => {
+  const a = ctx.alice.page;
+  const b = ctx.bob.page;
+  const input = a.locator("#message-input");
+  const burst = Array.from({ length: 15 }, (_, i) => `burst ${i + 1}`);
+  for (const text of burst) {
+    await input.fill(text);
+    await input.press("Enter");
+  }
+  // MESSAGE_RATE_LIMIT=12 per second: the rest wait, with the reason on screen, then go out by themselves.
+  await a.locator("#notice", { hasText: /You are sending messages too fast: please wait \d+ seconds? and try again\./ }).waitFor({ timeout: T });
+  await message(b, "burst 15").waitFor({ timeout: T });
+  await a.locator("#messages li.pending").first().waitFor({ state: "detached", timeout: T });
+  const got = await contents(b);
+  assert.deepEqual(got.slice(-15), burst, "every message once, in order");
+  assert.deepEqual(await contents(a), got);
 });
 
 step("admin actions: promote, rotate the invite, remove; presence and last seen", async () => {
