@@ -254,7 +254,7 @@ function dropRoom(id, message) {
   rooms.delete(id);
   if (current === id) closeRoom();
   renderRoomList();
-  if (message && room) notice(message.replace("{room}", room.name), "info");
+  if (message && room) notice(message.replace("{room}", () => room.name), "info");
 }
 
 async function joinAll() {
@@ -676,7 +676,21 @@ async function loadMembers(room) {
 // ---------------------------------------------------------------------------------------------------
 // Rendering
 
+/**
+ * Re-renders `container` with `fn` and puts the keyboard focus back on the element with the same
+ * `data-focus` key, so lists that refresh on live events do not steal a keyboard user's place.
+ */
+function keepFocus(container, fn) {
+  const key = container.contains(document.activeElement) ? document.activeElement.dataset.focus : null;
+  fn();
+  if (key) container.querySelector(`[data-focus="${CSS.escape(key)}"]`)?.focus();
+}
+
 function renderRoomList() {
+  keepFocus($("#room-list"), renderRoomListNow);
+}
+
+function renderRoomListNow() {
   const list = $("#room-list");
   const sorted = [...rooms.values()].sort((a, b) => activity(b) - activity(a));
   replace(
@@ -697,7 +711,7 @@ function renderRoomList() {
             type: "button",
             class: "room-item",
             "aria-current": r.id === current ? "true" : null,
-            dataset: { roomId: r.id },
+            dataset: { roomId: r.id, focus: `room:${r.id}` },
             onclick: () => openRoom(r.id),
           },
           h(
@@ -742,6 +756,10 @@ function renderHeader(room) {
 
 function renderMembers(room) {
   if (!room || current !== room.id) return;
+  keepFocus($("#member-list"), () => renderMembersNow(room));
+}
+
+function renderMembersNow(room) {
   const admin = room.role === "admin";
   const list = [...room.members.values()].sort((a, b) => a.username.localeCompare(b.username));
   replace(
@@ -771,6 +789,7 @@ function renderMembers(room) {
               h("button", {
                 type: "button",
                 class: "small",
+                dataset: { focus: `role:${m.userId}` },
                 text: m.role === "admin" ? "Make member" : "Make admin",
                 "aria-label": `${m.role === "admin" ? "Make member" : "Make admin"}: ${m.username}`,
                 onclick: () => setRole(room, m, m.role === "admin" ? "member" : "admin"),
@@ -778,6 +797,7 @@ function renderMembers(room) {
               h("button", {
                 type: "button",
                 class: "small danger",
+                dataset: { focus: `kick:${m.userId}` },
                 text: "Remove",
                 "aria-label": `Remove ${m.username} from the room`,
                 onclick: () => kick(room, m),
@@ -1208,6 +1228,9 @@ function bindAuth() {
     });
   });
   $("#logout").addEventListener("click", async () => {
+    // The socket first: the gateway drops it when the token is revoked, which must not look like an
+    // expired token to refresh.
+    rt?.stop();
     try {
       await api.logout();
     } catch {
