@@ -120,6 +120,12 @@ async function redisDelete(pattern) {
   }
 }
 
+/** Every service started, so that a test process that dies early still takes them with it. */
+const LIVE = new Set();
+process.on("exit", () => {
+  for (const c of LIVE) c.kill("SIGKILL");
+});
+
 class Proc {
   constructor(name, bin, args, env, logDir) {
     this.name = name;
@@ -127,7 +133,13 @@ class Proc {
     const fd = fs.openSync(this.log, "a");
     this.child = spawn(bin, args, { env, stdio: ["ignore", fd, fd] });
     fs.closeSync(fd);
-    this.exited = new Promise((resolve) => this.child.once("exit", (code, signal) => resolve((this.exit = { code, signal }))));
+    LIVE.add(this.child);
+    this.exited = new Promise((resolve) =>
+      this.child.once("exit", (code, signal) => {
+        LIVE.delete(this.child);
+        resolve((this.exit = { code, signal }));
+      }),
+    );
   }
 
   async stop() {
