@@ -246,10 +246,10 @@ export async function startStack({ env = {} } = {}) {
     API_RATE_LIMIT_PER_MINUTE: "100000",
     // Two login attempts per address: the test shows the rate-limit message after two wrong passwords.
     LOGIN_ATTEMPTS_PER_IP: "2",
-    // 12 messages per second per user and room: enough for the test's conversation, and a burst of
-    // 15 shows the rate-limit notice and the automatic resend.
+    // 12 messages per 2 s per user and room: enough for the test's conversation, and a burst of 15
+    // shows the rate-limit notice and the automatic resend.
     MESSAGE_RATE_LIMIT: "12",
-    MESSAGE_RATE_WINDOW_MS: "1000",
+    MESSAGE_RATE_WINDOW_MS: "2000",
     // Quick heartbeats, so a cut connection is noticed and presence moves within seconds.
     PRESENCE_TTL_SECS: "3",
     PRESENCE_HEARTBEAT_SECS: "1",

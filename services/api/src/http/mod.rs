@@ -89,7 +89,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/docs", get(docs_page))
         .route("/metrics", get(metrics))
-        // The web client's pages and files; its fallback answers the JSON 404 for unknown paths.
+        // The web client's page, files and settings, and the JSON 404 for every unknown path.
         .merge(web::routes(&state.config))
         .method_not_allowed_fallback(|| async {
             (StatusCode::METHOD_NOT_ALLOWED, axum::Json(serde_json::json!({

@@ -1,7 +1,7 @@
-//! The web client (`web/`): its built files (`WEB_DIR`, default `web/dist`) at `/`, its settings at
-//! `/config.json`, and `/invite/{code}` answered with the page itself (the client reads the code from
-//! its path). The JSON routes are matched first; only paths no route claims reach the files, and a path
-//! that is not a file gets the API's JSON 404.
+//! The web client (`web/`): its built page (`WEB_DIR`, default `web/dist`) at `/` and at
+//! `/invite/{code}` (the client reads the code from its path), its files under `/assets/`, and its
+//! settings at `/config.json`. Nothing else is served from the directory, and every other path gets the
+//! API's JSON 404.
 //!
 //! The pages get their own Content-Security-Policy: scripts, styles and images from this origin only,
 //! and connections to this origin and to the configured gateways (`WEB_GATEWAY_URL`). The client renders
@@ -23,21 +23,21 @@ use tower_http::set_header::SetResponseHeaderLayer;
 pub fn routes(config: &Config) -> Router<AppState> {
     let csp = HeaderValue::from_str(&content_security_policy(&config.web_gateway_urls))
         .unwrap_or_else(|_| HeaderValue::from_static("default-src 'self'"));
-    let router = Router::new()
+    let mut router = Router::new()
         .route("/", get(index))
         .route("/invite/{code}", get(index))
         .route("/config.json", get(client_config));
-    let router = match &config.web_dir {
-        Some(dir) => {
-            let files = ServeDir::new(dir)
-                .append_index_html_on_directories(false)
-                .call_fallback_on_method_not_allowed(true)
-                .fallback(axum::routing::any(not_found).with_state(()));
-            router.fallback_service(files)
-        }
-        None => router.fallback(not_found),
-    };
+    if let Some(dir) = &config.web_dir {
+        // `/assets/…` from WEB_DIR/assets (a route, so the metrics count it as `/assets/{*file}`);
+        // a missing file, a directory or another method than GET/HEAD gets the JSON 404.
+        let files = ServeDir::new(dir)
+            .append_index_html_on_directories(false)
+            .call_fallback_on_method_not_allowed(true)
+            .fallback(axum::routing::any(not_found).with_state(()));
+        router = router.route_service("/assets/{*file}", files);
+    }
     router
+        .fallback(not_found)
         .layer(SetResponseHeaderLayer::overriding(
             header::CONTENT_SECURITY_POLICY,
             csp,
