@@ -83,7 +83,18 @@ async fn run(cli: Cli, plan: Plan) -> anyhow::Result<()> {
             "minting {} users and {} rooms in the database…",
             plan.users, plan.rooms
         ));
-        users::seed(db, &cli.jwt_secret, &run_id, plan.users, plan.rooms).await?
+        let members: Vec<(usize, usize)> = (0..plan.connections)
+            .filter_map(|i| plan.room_of(i).map(|r| (r, i)))
+            .collect();
+        users::seed(
+            db,
+            &cli.jwt_secret,
+            &run_id,
+            plan.users,
+            plan.rooms,
+            &members,
+        )
+        .await?
     } else {
         let api = cli
             .api

@@ -123,7 +123,9 @@ async fn post(
 }
 
 /// Mints `n` users (not loginable) and `rooms` public rooms directly in the database at `db`, and
-/// signs access tokens for the users with `secret`. Membership comes from `join_room` (public rooms).
+/// signs access tokens for the users with `secret`. `members` are `(room index, connection index)`
+/// pairs: connection `i` is user `i % n`, made a member of the room in bulk, as a returning member is
+/// (through `--api`, membership instead comes from the first `join_room` of a public room).
 ///
 /// # Errors
 /// Database errors.
@@ -133,6 +135,7 @@ pub async fn seed(
     run: &str,
     n: usize,
     rooms: usize,
+    members: &[(usize, usize)],
 ) -> anyhow::Result<(Vec<BenchUser>, Vec<Uuid>)> {
     let store = chat_store::Store::connect(db, 8)
         .await
@@ -177,6 +180,27 @@ pub async fn seed(
             })
             .await?;
         room_ids.push(r.id);
+    }
+    // The members, as they would be in a chat people use: joining is then a lookup, as for any
+    // returning member, not a first join.
+    let pairs: Vec<(Uuid, Uuid)> = members
+        .iter()
+        .map(|&(r, u)| (room_ids[r], ids[u % ids.len()]))
+        .collect();
+    for chunk in pairs.chunks(1000) {
+        let mut qb = sqlx::QueryBuilder::<sqlx::MySql>::new(
+            "INSERT IGNORE INTO room_members (room_id, user_id, role, joined_at) ",
+        );
+        qb.push_values(chunk, |mut b, (room, user)| {
+            b.push_bind(*room)
+                .push_bind(*user)
+                .push_bind("member")
+                .push_bind(now);
+        });
+        qb.build()
+            .execute(store.pool())
+            .await
+            .context("adding the members")?;
     }
     store.pool().close().await;
     Ok((users, room_ids))
