@@ -335,8 +335,32 @@ def splice(doc, rep):
         f.write(text)
 
 
+def selftest():
+    """Checks of the merge arithmetic (run by scripts/test.d/50-bench-smoke.sh)."""
+    b = [[v, 1] for v in range(1, 101)]  # 1 … 100 µs
+    assert quantile(b, 0.5) == 50 and quantile(b, 0.99) == 99 and quantile(b, 1.0) == 100, "quantile"
+
+    def part(pid_cpu, per_sec, hist):
+        return {"connections": {"ok": 10, "failed": 0, "open_secs": 1.0},
+                "messages": {"sent": 5, "acked": 5}, "scenario": {"rate_per_sec": 50.0, "rooms": 2},
+                "deliveries": {"per_sec": per_sec, "measured_secs": 2.0}, "errors": {"X": 1},
+                "cpu": {"watched": [{"pid": 1, "cpu_secs": pid_cpu}, {"pid": 9, "cpu_secs": 0.5}], "bench_secs": 0.1},
+                "latency_histogram": hist}
+    m = merge([part(1.0, 1000.0, [[10, 3], [20, 1]]), part(3.0, 3000.0, [[10, 1], [30, 4]])], redis_pid=9)
+    assert m["connections"] == 20 and m["per_sec"] == 4000.0 and m["errors"] == {"X": 2}, m
+    assert (m["p50"], m["p99"], m["max"]) == (0.02, 0.03, 0.03), m  # 10×4, 20×1, 30×4 µs
+    assert m["servers_cpu"] == 2.0 and m["redis_cpu"] == 0.5, m  # the mean per PID, Redis apart
+    assert m["per_million"] == 2.0 / (8000 / 1e6), m
+    lag = 'chat_worker_commit_lag_seconds_bucket{le="0.01"} %d\nchat_worker_commit_lag_seconds_bucket{le="0.1"} %d\n' \
+          'chat_worker_commit_lag_seconds_bucket{le="+Inf"} %d\n'
+    assert lag_quantiles(lag % (5, 5, 5), lag % (95, 104, 105)) == (0.01, 0.1, 100)
+    print("bench/report.py: selftest ok")
+
+
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "--splice":
+    if len(sys.argv) == 2 and sys.argv[1] == "--selftest":
+        selftest()
+    elif len(sys.argv) == 4 and sys.argv[1] == "--splice":
         splice(sys.argv[2], sys.argv[3])
     elif len(sys.argv) == 2:
         print(report(sys.argv[1]))
