@@ -519,6 +519,23 @@ impl Gateway {
         }
         if !was_in {
             socket.data().rooms().insert(room);
+        }
+        // A kick (or room deletion) handled by the fan-out between the membership check above and
+        // the registration found nothing to remove, and the socket would now stay subscribed. The
+        // fan-out drops the cached membership before it removes anyone, so a second look settles it:
+        // a cache hit unless such a control came, and then MySQL's word.
+        let still = self
+            .members
+            .get(&self.store, room, user)
+            .await
+            .map_err(|e| unavailable("membership lookup", e));
+        if !matches!(still, Ok(Some(_))) {
+            socket.data().rooms().remove(&room);
+            self.fanout.leave(room, socket.id());
+            self.session_save(socket).await;
+            return Err(still.err().unwrap_or_else(not_found));
+        }
+        if !was_in {
             // The session must name the room before the ack: a gateway that dies before its next
             // heartbeat would otherwise leave a recovering client outside the room it joined.
             self.session_save(socket).await;

@@ -3,7 +3,7 @@
 
 import assert from "node:assert/strict";
 import crypto from "node:crypto";
-import { ack, signJwt, suite, withTimeout } from "./harness.mjs";
+import { ack, signJwt, sleep, suite, withTimeout } from "./harness.mjs";
 
 const s = suite("access");
 
@@ -210,6 +210,48 @@ s.test("a kicked user stops receiving at once and cannot send; logout disconnect
   assert.ok(a.connected && c.connected);
   r = await ack(c, "send_message", { roomId: room.id, content: "still here" });
   assert.equal(r.ok, true);
+});
+
+s.test("a kick racing a join_room never leaves the kicked socket subscribed", async (st, t) => {
+  const [alice, bob, carol, dave] = await st.users("alice", "bob", "carol", "dave");
+  const room = await st.room(alice, { isPrivate: true });
+  for (const u of [carol, dave]) {
+    await st.restOk("POST", "/rooms/join", { token: u.token, body: { inviteCode: room.inviteCode } });
+  }
+  // Three senders in turn: the per-user rate limit (5 per 10 s) allows the 15 rounds.
+  const senders = [await st.joined(0, alice, room.id), await st.joined(0, carol, room.id), await st.joined(1, dave, room.id)];
+  const b = await st.connect(1, bob);
+  const outcomes = { joinedFirst: 0, refused: 0 };
+  for (let i = 0; i < 15; i++) {
+    await st.restOk("POST", "/rooms/join", { token: bob.token, body: { inviteCode: room.inviteCode } });
+    // The join and the kick at once, in either order and a little apart, so that some kicks land
+    // inside a join (between its membership check and its registration with the fan-out; with
+    // `sinceSeq` the history page read in between makes that window a few milliseconds wide).
+    const kick = () => st.restOk("DELETE", `/rooms/${room.id}/members/${bob.id}`, { token: alice.token });
+    let join, kicked;
+    if (i % 2 === 0) {
+      join = ack(b, "join_room", { roomId: room.id, sinceSeq: 0 });
+      await sleep(i % 4);
+      kicked = kick();
+    } else {
+      kicked = kick();
+      await sleep(i % 4);
+      join = ack(b, "join_room", { roomId: room.id, sinceSeq: 0 });
+    }
+    const [r] = await Promise.all([join, kicked]);
+    if (r.ok) outcomes.joinedFirst++;
+    else {
+      assert.equal(r.error.code, "NOT_FOUND", JSON.stringify(r));
+      outcomes.refused++;
+    }
+    const mark = b.rec.mark;
+    const sent = await ack(senders[i % 3], "send_message", { roomId: room.id, content: `round ${i}` });
+    assert.equal(sent.ok, true, JSON.stringify(sent));
+    await b.rec.none("receive_message", { from: mark, ms: 150 });
+    const again = await ack(b, "send_message", { roomId: room.id, content: "still in?" });
+    assert.equal(again.error.code, "FORBIDDEN");
+  }
+  t.diagnostic(`kick racing join: ${JSON.stringify(outcomes)}`);
 });
 
 s.test("bad input gets VALIDATION/FORBIDDEN/NOT_FOUND, changes nothing and leaves the connection up", async (st) => {
