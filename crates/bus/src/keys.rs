@@ -15,10 +15,12 @@
 //! | `P:v1:{u:<user>}:lastseen` | string | when the user's last connection closed (ms); also persisted to `users.last_seen` through the stream |
 //! | `P:v1:gw:alive` | sorted set | gateway id → heartbeat expiry (ms): a gateway missing here is dead, and another one cleans up its connections |
 //! | `P:v1:gw:<id>:conns` | hash | a gateway's connections: connection id → user id |
+//! | `P:v1:gw:<id>:reaper` | string | the gateway cleaning up after dead gateway `<id>` (a lease: `SET NX PX`) |
 //! | `P:v1:sio:<pid>` | string, TTL | a Socket.IO session that may be recovered (JSON), refreshed while connected |
 //! | `P:v1:mid:<message>` | string, 24 h | the room of a recent message (edits and deletes find it before MySQL has it) |
 //! | `P:v1:ctl` | channel | control messages from the API to every gateway (membership and token changes) |
 //! | `P:v1:{s}:room:<room>:…` | | a room's counters, logs and channel: see `chat_realtime::RoomKeys` |
+//! | `P:v1:{s}:room:<room>:persisted` | string, 24 h | the room's persisted watermark: every message of the room up to this `seq` is in MySQL (or dead-lettered); raised only by the worker, never lowered; the send script trims the room's recent messages only up to it |
 //! | `P:v1:{s}:stream` | stream | shard `s`'s persistence stream: one msgpack envelope per entry in field `e` (see [`crate::stream`]); consumer group `persist` ([`PERSIST_GROUP`]); trimmed only by the worker, below what every group has acknowledged |
 //! | `P:v1:{s}:dead` | stream | shard `s`'s dead letters: entries the worker could not decode or store, with fields `e` (the original bytes), `reason`, `id` (the original entry id), `consumer`; capped at about 100,000 entries |
 //!
@@ -80,9 +82,26 @@ impl Keys {
         format!("{}:gw:{gateway}:conns", self.prefix)
     }
 
+    /// The lease of the gateway cleaning up after dead gateway `gateway`.
+    pub fn gateway_reaper(&self, gateway: &str) -> String {
+        format!("{}:gw:{gateway}:reaper", self.prefix)
+    }
+
     /// `P:v1:{s}`: the prefix of every key of shard `s` (the braces are the Redis Cluster hash tag).
     pub fn shard_prefix(&self, shard: u16) -> String {
         format!("{}:{{{shard}}}", self.prefix)
+    }
+
+    /// `P:v1:{s}:room:<room>`: the prefix of every key of a room on shard `s` (the room's shard; see
+    /// `chat_realtime::RoomKeys`).
+    pub fn room(&self, shard: u16, room: Uuid) -> String {
+        format!("{}:room:{room}", self.shard_prefix(shard))
+    }
+
+    /// `P:v1:{s}:room:<room>:persisted`: the highest `seq` of the room below which every message is
+    /// in MySQL or dead-lettered (written by the worker, read by the send script's trim).
+    pub fn room_persisted(&self, shard: u16, room: Uuid) -> String {
+        format!("{}:persisted", self.room(shard, room))
     }
 
     /// `P:v1:{s}:stream`: the persistence stream of shard `s`.
@@ -95,6 +114,9 @@ impl Keys {
         format!("{}:dead", self.shard_prefix(shard))
     }
 }
+
+/// How long a room's recent logs (and its persisted watermark) stay in Redis after their last write.
+pub const ROOM_KEY_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// The consumer group of the persistence worker on every shard stream.
 pub const PERSIST_GROUP: &str = "persist";
@@ -123,6 +145,10 @@ mod tests {
         assert_eq!(k.stream(3), "chat:v1:{3}:stream");
         assert_eq!(k.dead_letter(3), "chat:v1:{3}:dead");
         assert_eq!(k.shard_prefix(12), "chat:v1:{12}");
+        assert_eq!(
+            k.room_persisted(3, Uuid::nil()),
+            "chat:v1:{3}:room:00000000-0000-0000-0000-000000000000:persisted"
+        );
     }
 
     /// Pinned values: other processes (and other languages) must compute the same shards.

@@ -1,5 +1,8 @@
 //! Read-your-writes history: MySQL's page merged with the room's recent messages in Redis, which hold
-//! every acked message (and its latest edit or delete) whether or not the worker has written it yet.
+//! every acked message (and its latest edit or delete) that the worker has not written yet: the send
+//! script trims them only up to the room's persisted watermark (up to a hard cap, see `crate::scripts`).
+//! Both sides are read with `LIMIT limit + 1` around the page's bound, so the cost does not depend on
+//! how long the Redis log has grown while the worker was behind.
 
 use crate::{Realtime, RtResult};
 use chat_store::messages::{HistoryPage, HistoryQuery};

@@ -6,14 +6,16 @@
 //! | `P:v1:{s}:room:<r>:seq` | string | the last `seq` given out (never expires; seeded from MySQL when missing) |
 //! | `P:v1:{s}:room:<r>:pos` | string | the position of the room's last durable event (µs, Redis clock) |
 //! | `P:v1:{s}:room:<r>:log` | sorted set | the last `RECENT_LOG_SIZE` durable events, scored by position (recovery, gap refill) |
-//! | `P:v1:{s}:room:<r>:msgs` | sorted set | the last `RECENT_LOG_SIZE` messages in their current state, scored by `seq` (read-your-writes history, `sinceSeq` replay) |
+//! | `P:v1:{s}:room:<r>:msgs` | sorted set | recent messages in their current state, scored by `seq` (read-your-writes history, `sinceSeq` replay): the last `RECENT_LOG_SIZE`, plus every message MySQL does not have yet (up to 10 × `RECENT_LOG_SIZE` in all) |
 //! | `P:v1:{s}:room:<r>:ids` | hash | message id → `seq` for the messages in `msgs` |
+//! | `P:v1:{s}:room:<r>:persisted` | string | the persisted watermark: every message up to this `seq` is in MySQL or dead-lettered (set by the worker, only raised; `msgs` is trimmed only up to it) |
 //! | `P:v1:{s}:room:<r>:rl:<user>` | sorted set | the sender's sliding rate-limit window in the room |
 //! | `P:v1:{s}:room:<r>:d:<user>:<clientMsgId>` | string, 24 h | the message a `clientMsgId` produced (dedupe) |
 //! | `P:v1:{s}:room:<r>:read` / `:dlv` | hash | user → read / delivered cursor |
 //! | `P:v1:{s}:room:<r>:ch` | channel | the room's events (durable and volatile) |
 //!
-//! The logs, cursors and `ids` expire 24 hours after the room's last event; `seq` never does.
+//! The logs, cursors, `ids` and `persisted` expire 24 hours after the room's last event (`persisted`
+//! also 24 hours after the worker last wrote the room); `seq` never does.
 
 use chat_bus::{shard_of, Keys};
 use uuid::Uuid;
@@ -30,7 +32,7 @@ impl RoomKeys {
     pub fn new(keys: &Keys, room: Uuid, shards: u16) -> Self {
         let shard = shard_of(room, shards);
         Self {
-            base: format!("{}:room:{room}", keys.shard_prefix(shard)),
+            base: keys.room(shard, room),
             shard,
             stream: keys.stream(shard),
         }
@@ -58,6 +60,11 @@ impl RoomKeys {
 
     pub fn ids(&self) -> String {
         format!("{}:ids", self.base)
+    }
+
+    /// The persisted watermark (see `chat_bus::Keys::room_persisted`).
+    pub fn persisted(&self) -> String {
+        format!("{}:persisted", self.base)
     }
 
     pub fn rate(&self, user: Uuid) -> String {
@@ -109,6 +116,7 @@ mod tests {
             k.log(),
             k.msgs(),
             k.ids(),
+            k.persisted(),
             k.read(),
             k.delivered(),
             k.channel(),
@@ -118,5 +126,6 @@ mod tests {
         ] {
             assert!(key.contains(&tag), "{key}");
         }
+        assert_eq!(k.persisted(), keys.room_persisted(k.shard(), room));
     }
 }

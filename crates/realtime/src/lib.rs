@@ -25,14 +25,53 @@ pub use wire::{iso, LogEvent, RoomEvent};
 use chat_bus::Bus;
 use chat_config::Config;
 use chat_store::Store;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
+
+static UNSAVED_TRIMMED: AtomicU64 = AtomicU64::new(0);
+static LAST_UNSAVED_WARNING: AtomicU64 = AtomicU64::new(0);
+
+/// Messages this process's sends trimmed from rooms' recent-message logs although MySQL did not have
+/// them yet (the hard cap: the worker far behind, or not raising the persisted watermark). Until the
+/// worker stores them they are missing from history and `sinceSeq` replays.
+pub fn unsaved_trimmed_total() -> u64 {
+    UNSAVED_TRIMMED.load(Relaxed)
+}
+
+/// Counts `n` unsaved messages trimmed from `room`'s log, and warns at most once per 10 s per process.
+pub(crate) fn note_unsaved_trimmed(room: uuid::Uuid, n: u64, hard_cap: u32) {
+    let total = UNSAVED_TRIMMED.fetch_add(n, Relaxed) + n;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = LAST_UNSAVED_WARNING.load(Relaxed);
+    if now >= last + 10
+        && LAST_UNSAVED_WARNING
+            .compare_exchange(last, now, Relaxed, Relaxed)
+            .is_ok()
+    {
+        tracing::warn!(
+            room = %room,
+            trimmed = n,
+            total,
+            hard_cap,
+            "a room's recent-message log reached its hard cap: messages MySQL does not have yet were \
+             trimmed from Redis and are missing from history until the persistence worker stores them \
+             (is the worker running and keeping up?)"
+        );
+    }
+}
 
 /// How long a retried send is recognised by its `clientMsgId`.
 pub const DEDUPE_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// How long a room's recent logs stay in Redis after its last event.
-pub const ROOM_KEY_TTL: Duration = Duration::from_secs(24 * 3600);
+pub const ROOM_KEY_TTL: Duration = chat_bus::keys::ROOM_KEY_TTL;
+
+/// The hard cap of a room's recent-message log, as a multiple of `RECENT_LOG_SIZE`: messages MySQL
+/// does not have yet are kept past `RECENT_LOG_SIZE`, but not past this many times it.
+pub const UNSAVED_CAP_FACTOR: u32 = 10;
 
 /// A failure of a room operation, with the stable code clients see.
 #[derive(Debug, thiserror::Error)]
@@ -89,7 +128,13 @@ pub struct RtConfig {
     pub shards: u16,
     pub rate_limit: u32,
     pub rate_window: Duration,
+    /// `RECENT_LOG_SIZE`: the events of the event log; the messages of the message log that MySQL
+    /// already has.
     pub log_cap: u32,
+    /// The hard cap of the message log, unsaved messages included (the send script then trims the
+    /// oldest even if MySQL lacks them, and [`unsaved_trimmed_total`] counts them). At least
+    /// `log_cap`; [`UNSAVED_CAP_FACTOR`] × `log_cap` from the configuration.
+    pub hard_cap: u32,
 }
 
 impl RtConfig {
@@ -99,6 +144,7 @@ impl RtConfig {
             rate_limit: c.message_rate_limit,
             rate_window: c.message_rate_window,
             log_cap: c.recent_log_size,
+            hard_cap: c.recent_log_size.saturating_mul(UNSAVED_CAP_FACTOR),
         }
     }
 }

@@ -167,6 +167,7 @@ impl Realtime {
             k.dedupe(req.sender, cmid.unwrap_or("-")),
             k.stream().to_owned(),
             k.channel(),
+            k.persisted(),
         ];
         let keys: Vec<&str> = keys_owned.iter().map(String::as_str).collect();
         let strings = [
@@ -185,6 +186,7 @@ impl Realtime {
             self.cfg.log_cap.to_string(),
             DEDUPE_TTL.as_secs().to_string(),
             ROOM_KEY_TTL.as_millis().to_string(),
+            self.cfg.hard_cap.max(self.cfg.log_cap).to_string(),
         ];
         let args: Vec<&[u8]> = strings.iter().map(String::as_bytes).collect();
         let pointer = message_room(self.bus.keys(), id);
@@ -215,6 +217,11 @@ impl Realtime {
             }
             match st.as_str() {
                 "ok" | "dup" => {
+                    if let Some(n) = rest.get(2).and_then(|n| n.parse::<u64>().ok()) {
+                        if n > 0 {
+                            crate::note_unsaved_trimmed(req.room, n, self.cfg.hard_cap);
+                        }
+                    }
                     let json = rest
                         .into_iter()
                         .next()
@@ -264,14 +271,26 @@ impl Realtime {
 
     /// Starts a room's missing counter (new room, or Redis lost it) after the highest `seq` MySQL has.
     /// `NX`: a concurrent seeder's value, or a counter that appeared meanwhile, stands.
+    ///
+    /// When this call did seed it, the room's persisted watermark goes too: Redis lost the room's
+    /// state, the `seq`s above MySQL's are given out again, and a watermark that survived would let the
+    /// send script trim those new messages before the worker stored them. A missing watermark only
+    /// keeps more in Redis until the worker sets it again.
     async fn seed_seq(&self, conn: &mut chat_bus::Conn, room: Uuid) -> RtResult<()> {
         let max = self.store.max_seq(room).await?;
-        let _: Value = redis::cmd("SET")
-            .arg(self.room(room).seq())
+        let k = self.room(room);
+        let set: Value = redis::cmd("SET")
+            .arg(k.seq())
             .arg(max)
             .arg("NX")
             .query_async(&mut **conn)
             .await?;
+        if !matches!(set, Value::Nil) {
+            let _: Value = redis::cmd("DEL")
+                .arg(k.persisted())
+                .query_async(&mut **conn)
+                .await?;
+        }
         Ok(())
     }
 

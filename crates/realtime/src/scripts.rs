@@ -34,29 +34,56 @@ local function room_event(pos_key, log_key, channel, cap, ttl, name, data, now_u
   return ps
 end
 
-local function trim_msgs(msgs, ids, cap)
-  local n = redis.call('ZCARD', msgs)
-  if n > cap then
-    local old = redis.call('ZRANGE', msgs, 0, n - cap - 1)
-    for _, m in ipairs(old) do
-      local ok, d = pcall(cjson.decode, m)
-      if ok and type(d) == 'table' and d.id then redis.call('HDEL', ids, d.id) end
-    end
-    redis.call('ZREMRANGEBYRANK', msgs, 0, n - cap - 1)
+-- Removes the `old` entries, which are the lowest of the message log, and their ids.
+local function drop_msgs(msgs, ids, old)
+  for _, m in ipairs(old) do
+    local ok, d = pcall(cjson.decode, m)
+    if ok and type(d) == 'table' and d.id then redis.call('HDEL', ids, d.id) end
   end
+  redis.call('ZREMRANGEBYRANK', msgs, 0, #old - 1)
+end
+
+-- Trims a room's message log. Beyond `cap` entries only messages the worker has stored go (seq at or
+-- below the persisted watermark; a missing watermark counts as 0, so nothing is known to be stored),
+-- at most 100 per call, so a log grown while the worker was behind shrinks back over a few sends
+-- instead of in one long script. Beyond `hard` entries the oldest go whether stored or not. Returns
+-- how many of those were not stored.
+local function trim_msgs(msgs, ids, cap, mark_key, hard)
+  local n = redis.call('ZCARD', msgs)
+  if n <= cap then return 0 end
+  local mark = tonumber(redis.call('GET', mark_key) or '0') or 0
+  local extra = n - cap
+  if extra > 100 then extra = 100 end
+  local saved = redis.call('ZRANGEBYSCORE', msgs, '-inf', mark, 'LIMIT', 0, extra)
+  if #saved > 0 then
+    drop_msgs(msgs, ids, saved)
+    n = n - #saved
+  end
+  if n <= hard then return 0 end
+  local old = redis.call('ZRANGE', msgs, 0, n - hard - 1, 'WITHSCORES')
+  local texts, unsaved = {}, 0
+  for i = 1, #old, 2 do
+    texts[#texts + 1] = old[i]
+    if tonumber(old[i + 1]) > mark then unsaved = unsaved + 1 end
+  end
+  drop_msgs(msgs, ids, texts)
+  return unsaved
 end
 "#;
 
 /// Send one message.
 ///
 /// KEYS: 1 seq, 2 pos, 3 log, 4 msgs, 5 ids, 6 rate window of (room, sender), 7 dedupe key of
-/// (room, sender, clientMsgId), 8 shard stream, 9 room channel.
+/// (room, sender, clientMsgId), 8 shard stream, 9 room channel, 10 persisted watermark.
 /// ARGV: 1 limit, 2 window ms, 3 message id, 4 JSON head (up to `"seq":`), 5 JSON tail (after the
 /// seq), 6 room id, 7 sender id, 8 kind, 9 content, 10 clientMsgId or '', 11 created_at ms,
-/// 12 traceparent or '', 13 log cap, 14 dedupe TTL s, 15 key TTL ms.
+/// 12 traceparent or '', 13 log cap, 14 dedupe TTL s, 15 key TTL ms, 16 hard cap of `msgs`.
 ///
-/// Returns `{'ok', message JSON, pos}`, `{'dup', original message JSON}`, `{'rl', retry ms}`, or
-/// `{'noseq'}` when the room's counter is missing (the caller seeds it from MySQL and retries).
+/// The message log `msgs` keeps the last `log cap` messages plus every message the worker has not
+/// stored yet (seq above the watermark), up to the hard cap (see `trim_msgs`).
+///
+/// Returns `{'ok', message JSON, pos, unsaved messages the hard cap trimmed}`, `{'dup', original
+/// message JSON}`, `{'rl', retry ms}`, or `{'noseq'}` when the room's counter is missing (the caller seeds it from MySQL and retries).
 const SEND: &str = r#"
 local t = redis.call('TIME')
 local sec, usec = tonumber(t[1]), tonumber(t[2])
@@ -81,9 +108,10 @@ local msg = ARGV[4] .. seq .. ARGV[5]
 local cap, ttl = tonumber(ARGV[13]), tonumber(ARGV[15])
 redis.call('ZADD', KEYS[4], seq, msg)
 redis.call('HSET', KEYS[5], ARGV[3], seq)
-trim_msgs(KEYS[4], KEYS[5], cap)
+local forced = trim_msgs(KEYS[4], KEYS[5], cap, KEYS[10], tonumber(ARGV[16]))
 redis.call('PEXPIRE', KEYS[4], ttl)
 redis.call('PEXPIRE', KEYS[5], ttl)
+redis.call('PEXPIRE', KEYS[10], ttl)
 if ARGV[10] ~= '' then redis.call('SET', KEYS[7], msg, 'EX', ARGV[14]) end
 local env = {v = 1, t = 'message_created', id = ARGV[3], room_id = ARGV[6], seq = seq,
   sender_id = ARGV[7], kind = ARGV[8], content = ARGV[9], created_at = tonumber(ARGV[11])}
@@ -91,7 +119,7 @@ if ARGV[10] ~= '' then env.client_msg_id = ARGV[10] end
 if ARGV[12] ~= '' then env.traceparent = ARGV[12] end
 redis.call('XADD', KEYS[8], '*', 'e', cmsgpack.pack(env))
 local pos = room_event(KEYS[2], KEYS[3], KEYS[9], cap, ttl, 'receive_message', msg, sec * 1000000 + usec, ARGV[12])
-return {'ok', msg, pos}
+return {'ok', msg, pos, forced}
 "#;
 
 /// Edit or delete a message.

@@ -68,6 +68,7 @@ impl World {
                 rate_limit,
                 rate_window: Duration::from_secs(10),
                 log_cap: 1000,
+                hard_cap: 10_000,
             },
         );
         Self {
@@ -106,6 +107,50 @@ impl World {
 
     async fn redis(&self) -> chat_bus::Conn {
         self.bus.conn().await.unwrap()
+    }
+
+    /// The room path with `RECENT_LOG_SIZE` = `cap`, the message log's hard cap `hard`, and a rate
+    /// limit no test here reaches.
+    fn rt_with(&self, cap: u32, hard: u32) -> Realtime {
+        Realtime::new(
+            self.bus.clone(),
+            self.store.clone(),
+            RtConfig {
+                shards: SHARDS,
+                rate_limit: 1000,
+                rate_window: Duration::from_secs(10),
+                log_cap: cap,
+                hard_cap: hard,
+            },
+        )
+    }
+
+    /// The real persistence worker, in this process; send on the channel to stop it.
+    async fn spawn_worker(
+        &self,
+        name: &str,
+    ) -> (
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<anyhow::Result<()>>,
+    ) {
+        let mut vars: HashMap<String, String> = self.env.vars().into_iter().collect();
+        for (k, v) in [
+            ("WORKER_PORT", "0"),
+            ("BIND_HOST", "127.0.0.1"),
+            ("WORKER_CONSUMER", name),
+            ("WORKER_RETRY_MAX_MS", "200"),
+        ] {
+            vars.insert(k.into(), v.into());
+        }
+        vars.insert("SHARDS".into(), SHARDS.to_string());
+        let app = chat_worker::Application::build(chat_config::Config::from_map(&vars).unwrap())
+            .await
+            .unwrap();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let worker = tokio::spawn(app.run_until(async move {
+            let _ = stop_rx.await;
+        }));
+        (stop_tx, worker)
     }
 
     /// Inserts `n` messages (seq 1..=n) from `sender` straight into MySQL.
@@ -167,6 +212,19 @@ impl World {
         }
         ps
     }
+}
+
+async fn rt_send(rt: &Realtime, room: Uuid, sender: Uuid, content: &str) -> Sent {
+    rt.send(&SendRequest {
+        room,
+        sender,
+        kind: MessageType::Text,
+        content: MessageContent::parse(content).unwrap(),
+        client_msg_id: None,
+        traceparent: None,
+    })
+    .await
+    .unwrap()
 }
 
 fn q(before: Option<i64>, after: Option<i64>, limit: i64) -> HistoryQuery {
@@ -356,6 +414,7 @@ async fn the_window_slides() {
             rate_limit: 2,
             rate_window: Duration::from_millis(300),
             log_cap: 1000,
+            hard_cap: 10_000,
         },
     );
     let req = |content: &str| SendRequest {
@@ -915,31 +974,16 @@ async fn edited_content_survives_the_scripts_json_round_trip() {
 #[tokio::test]
 async fn recent_logs_are_capped() {
     let w = World::new().await;
-    let rt = Realtime::new(
-        w.bus.clone(),
-        w.store.clone(),
-        RtConfig {
-            shards: SHARDS,
-            rate_limit: 100,
-            rate_window: Duration::from_secs(10),
-            log_cap: 3,
-        },
-    );
+    // No worker: nothing is persisted, so only the hard cap trims the message log (and counts it).
+    let rt = w.rt_with(3, 3);
     let room = w.rooms[0];
+    let before = chat_realtime::unsaved_trimmed_total();
     let mut sent = Vec::new();
     for i in 0..5 {
         sent.push(
-            rt.send(&SendRequest {
-                room,
-                sender: w.users[0],
-                kind: MessageType::Text,
-                content: MessageContent::parse(&format!("m{i}")).unwrap(),
-                client_msg_id: None,
-                traceparent: None,
-            })
-            .await
-            .unwrap()
-            .message,
+            rt_send(&rt, room, w.users[0], &format!("m{i}"))
+                .await
+                .message,
         );
     }
     assert_eq!(rt.log_after(&[room], 0).await.unwrap().len(), 3);
@@ -948,6 +992,7 @@ async fn recent_logs_are_capped() {
         recent.iter().map(|m| m.seq).collect::<Vec<_>>(),
         vec![3, 4, 5]
     );
+    assert!(chat_realtime::unsaved_trimmed_total() >= before + 2);
     let mut c = w.redis().await;
     let ids: i64 = redis::cmd("HLEN")
         .arg(rt.room(room).ids())
@@ -955,13 +1000,176 @@ async fn recent_logs_are_capped() {
         .await
         .unwrap();
     assert_eq!(ids, 3, "trimmed messages leave the id index too");
-    // A trimmed message the worker has not written is no longer found (the documented bound on how far
-    // Redis may run ahead of MySQL); a recent one is.
+    // A message the hard cap trimmed before the worker wrote it is no longer found (the documented
+    // bound on how far Redis may run ahead of MySQL); a recent one is.
     assert!(rt.resolve_message(sent[0].id).await.unwrap().is_none());
     let r = rt.resolve_message(sent[4].id).await.unwrap().unwrap();
     assert_eq!(
         (r.room, r.seq, r.sender, r.deleted),
         (room, 5, w.users[0], false)
+    );
+}
+
+/// Every seq of `room` history returns, paging backwards from the newest and forwards from the
+/// start with pages of `limit`: no hole, no duplicate.
+async fn assert_history_complete(rt: &Realtime, room: Uuid, last: i64, limit: i64) {
+    let want: Vec<i64> = (1..=last).collect();
+    let mut back = Vec::new();
+    let mut before = None;
+    loop {
+        let page = rt.history(room, q(before, None, limit)).await.unwrap();
+        let s = seqs(&page);
+        before = s.first().copied();
+        back.splice(0..0, s);
+        if !page.has_more {
+            break;
+        }
+    }
+    assert_eq!(back, want, "paging backwards");
+    let mut fwd = Vec::new();
+    let mut after = Some(0);
+    loop {
+        let page = rt.history(room, q(None, after, limit)).await.unwrap();
+        let s = seqs(&page);
+        after = s.last().copied().or(after);
+        fwd.extend(s);
+        if !page.has_more {
+            break;
+        }
+    }
+    assert_eq!(fwd, want, "paging forwards");
+}
+
+async fn msgs_seqs(w: &World, rt: &Realtime, room: Uuid) -> Vec<i64> {
+    let mut c = w.redis().await;
+    let v: Vec<(String, f64)> = redis::cmd("ZRANGE")
+        .arg(rt.room(room).msgs())
+        .arg(0)
+        .arg(-1)
+        .arg("WITHSCORES")
+        .query_async(&mut *c)
+        .await
+        .unwrap();
+    #[allow(clippy::cast_possible_truncation)]
+    v.into_iter().map(|(_, s)| s as i64).collect()
+}
+
+async fn persisted_mark(w: &World, rt: &Realtime, room: Uuid) -> Option<i64> {
+    let mut c = w.redis().await;
+    redis::cmd("GET")
+        .arg(rt.room(room).persisted())
+        .query_async(&mut *c)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn messages_mysql_lacks_stay_in_redis_past_the_cap_until_the_worker_stores_them() {
+    let w = World::new().await;
+    let rt = w.rt_with(10, 100);
+    let room = w.rooms[0];
+    // A watermark left from before Redis lost the room's counter: the first send seeds the counter
+    // from MySQL (0) and drops the stale mark, which would otherwise let seqs 1..1000 be trimmed.
+    let mut c = w.redis().await;
+    let _: () = redis::cmd("SET")
+        .arg(rt.room(room).persisted())
+        .arg(1000)
+        .query_async(&mut *c)
+        .await
+        .unwrap();
+    drop(c);
+
+    // No worker: 3 × RECENT_LOG_SIZE messages, none in MySQL.
+    let mut sent = Vec::new();
+    for i in 0..30 {
+        sent.push(
+            rt_send(&rt, room, w.users[i % 3], &format!("m{i}"))
+                .await
+                .message,
+        );
+    }
+    assert_eq!(persisted_mark(&w, &rt, room).await, None);
+    assert_eq!(msgs_seqs(&w, &rt, room).await, (1..=30).collect::<Vec<_>>());
+    assert_history_complete(&rt, room, 30, 7).await;
+    // Edits and deletes still find and update the old entries kept past the cap.
+    rt.edit(
+        w.users[0],
+        sent[0].id,
+        &MessageContent::parse("first, edited").unwrap(),
+        None,
+    )
+    .await
+    .unwrap();
+    rt.delete(w.users[1], sent[1].id, None).await.unwrap();
+    let page = rt.history(room, q(Some(3), None, 5)).await.unwrap();
+    assert_eq!(page.messages[0].content.as_deref(), Some("first, edited"));
+    assert!(page.messages[1].deleted_at.is_some());
+
+    // The worker stores them and raises the room's watermark to the last one.
+    let (stop, worker) = w.spawn_worker("watermark-test").await;
+    eventually("the watermark at 30", || async {
+        persisted_mark(&w, &rt, room).await == Some(30)
+    })
+    .await;
+    assert_eq!(w.store.max_seq(room).await.unwrap(), 30);
+    let _ = stop.send(());
+    worker.await.unwrap().unwrap();
+
+    // The next send trims the log back to the cap: the stored messages go, with their ids.
+    rt_send(&rt, room, w.users[0], "m30").await;
+    assert_eq!(
+        msgs_seqs(&w, &rt, room).await,
+        (22..=31).collect::<Vec<_>>()
+    );
+    let mut c = w.redis().await;
+    let ids: i64 = redis::cmd("HLEN")
+        .arg(rt.room(room).ids())
+        .query_async(&mut *c)
+        .await
+        .unwrap();
+    assert_eq!(ids, 10);
+    drop(c);
+    // History is still whole: the trimmed part from MySQL (with the edit and the delete), the
+    // unsaved 31st from Redis.
+    assert_history_complete(&rt, room, 31, 7).await;
+    let page = rt.history(room, q(Some(3), None, 5)).await.unwrap();
+    assert_eq!(page.messages[0].content.as_deref(), Some("first, edited"));
+    assert!(page.messages[1].deleted_at.is_some());
+}
+
+#[tokio::test]
+async fn the_hard_cap_trims_unsaved_messages_and_counts_them() {
+    let w = World::new().await;
+    let rt = w.rt_with(10, 20);
+    let room = w.rooms[1];
+    // Seed the counter, then pretend the worker stored up to seq 5.
+    rt_send(&rt, room, w.users[0], "m0").await;
+    let mut c = w.redis().await;
+    let _: () = redis::cmd("SET")
+        .arg(rt.room(room).persisted())
+        .arg(5)
+        .query_async(&mut *c)
+        .await
+        .unwrap();
+    drop(c);
+    let before = chat_realtime::unsaved_trimmed_total();
+    for i in 1..30 {
+        rt_send(&rt, room, w.users[i % 3], &format!("m{i}")).await;
+    }
+    // Past the cap only 1..5 could go as stored; past the hard cap 6..10 went although unsaved.
+    assert_eq!(
+        msgs_seqs(&w, &rt, room).await,
+        (11..=30).collect::<Vec<_>>()
+    );
+    assert!(
+        chat_realtime::unsaved_trimmed_total() >= before + 5,
+        "the unsaved messages the hard cap trimmed are counted"
+    );
+    let page = rt.history(room, q(None, None, 50)).await.unwrap();
+    assert_eq!(
+        seqs(&page),
+        (11..=30).collect::<Vec<_>>(),
+        "the documented loss"
     );
 }
 

@@ -5,8 +5,10 @@
 //! transaction with multi-row, idempotent statements ([`apply`], `chat_store::batch`) and only then
 //! acknowledges it. Any number of replicas share a stream (unique consumer names); entries of a dead
 //! replica are taken over after `WORKER_CLAIM_IDLE_MS`. A housekeeping task ([`housekeeping`]) samples
-//! lag for the metrics and trims the streams below what every group has acknowledged. See the README
-//! of this service for the failure behaviour.
+//! lag for the metrics and trims the streams below what every group has acknowledged. After each
+//! acknowledged batch the rooms' persisted watermarks are raised ([`watermark`]), which lets the send
+//! script trim the rooms' recent-message logs in Redis. See the README of this service for the failure
+//! behaviour.
 
 pub mod apply;
 pub mod housekeeping;
@@ -15,6 +17,7 @@ pub mod metrics;
 pub mod shard;
 mod startup;
 pub mod streams;
+pub mod watermark;
 
 pub use metrics::Metrics;
 pub use startup::Application;

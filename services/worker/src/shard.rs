@@ -12,7 +12,9 @@
 //! 5. apply the batch in one transaction, retrying with capped exponential back-off and full jitter
 //!    while MySQL is unreachable (nothing is acknowledged meanwhile, so nothing is lost), isolating
 //!    entries MySQL refuses;
-//! 6. in one `MULTI`: `XADD` the dead letters to `P:v1:{s}:dead`, `XACK` everything handled.
+//! 6. in one `MULTI`: `XADD` the dead letters to `P:v1:{s}:dead`, `XACK` everything handled;
+//! 7. raise the persisted watermarks of the batch's rooms ([`crate::watermark`]): one script, best
+//!    effort (a failure leaves the candidates for the next batch).
 //!
 //! With tracing export on, steps 5 and 6 run in a span `chat.persist_batch` linked to the span of
 //! every entry's producer (the envelope's `traceparent`, at most 128 links).
@@ -24,6 +26,7 @@
 use crate::apply::{apply_isolating, describe, Applied, Item};
 use crate::metrics::Metrics;
 use crate::streams::{auto_claim, id_millis, read_group, Body, RawEntry};
+use crate::watermark::Watermarks;
 use chat_bus::keys::PERSIST_GROUP;
 use chat_bus::stream::{decode, DecodeError, Event, ENVELOPE_VERSION};
 use chat_bus::Keys;
@@ -104,6 +107,8 @@ pub struct ShardLoop {
     next_claim: Instant,
     /// Edits and deletes of messages not in MySQL yet, retried with the next batches.
     deferred: Vec<Item>,
+    /// Rooms' persisted watermarks waiting to be raised.
+    marks: Watermarks,
 }
 
 /// The loop stopped while a batch could not be finished (MySQL or Redis down); its entries stay
@@ -124,6 +129,7 @@ impl ShardLoop {
             claim_cursor: "0-0".into(),
             next_claim: Instant::now(),
             deferred: Vec::new(),
+            marks: Watermarks::default(),
         }
     }
 
@@ -148,6 +154,8 @@ impl ShardLoop {
             };
             backoff.reset();
             if entries.is_empty() && self.deferred.is_empty() {
+                // Idle: watermarks held back by another consumer's pending entries may pass now.
+                self.raise_marks().await;
                 continue;
             }
             if self.process(entries, &mut stop).await.is_err() {
@@ -391,6 +399,15 @@ impl ShardLoop {
             }
         };
 
+        // Every new message is stored or dead-lettered below: candidates for the room's watermark
+        // once acknowledged.
+        let handled: Vec<(Uuid, String, i64)> = items
+            .iter()
+            .filter_map(|i| match &i.env.event {
+                Event::MessageCreated(m) => Some((m.room_id, i.id.clone(), m.seq)),
+                _ => None,
+            })
+            .collect();
         let committed_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
@@ -447,7 +464,32 @@ impl ShardLoop {
             .metrics
             .dead_letters
             .fetch_add(dead.len() as u64, Relaxed);
+        for (room, id, seq) in handled {
+            self.marks.handled(room, &id, seq);
+        }
+        self.raise_marks().await;
         Ok(())
+    }
+
+    /// Raises the rooms' persisted watermarks that may be raised (best effort: on failure the
+    /// candidates stay for the next batch, and the send script only keeps more in Redis meanwhile).
+    async fn raise_marks(&mut self) {
+        if self.marks.is_empty() {
+            return;
+        }
+        let result = match self.connection().await {
+            Ok(mut conn) => {
+                self.marks
+                    .raise(&mut conn, &self.shared.keys, self.shard, PERSIST_GROUP)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            self.shared.metrics.redis_errors.fetch_add(1, Relaxed);
+            tracing::warn!(error = %e, "cannot raise the rooms' persisted watermarks; will retry");
+            self.conn = None;
+        }
     }
 
     /// Dead letters and acknowledgements in one `MULTI` (the keys share the shard's hash tag).

@@ -5,3 +5,4 @@ mod failures;
 mod flow;
 mod helpers;
 mod semantics;
+mod watermark;
