@@ -317,7 +317,7 @@ impl Gateway {
             self.fanout.leave(room, socket.id());
         }
         self.typing.stop_all(socket.id());
-        self.presence_disconnect(d.user, &d.conn_id, &self.config.gateway.id)
+        self.presence_disconnect(d.user, &d.conn_id, &self.config.gateway.id, None)
             .await;
     }
 

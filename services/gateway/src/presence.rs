@@ -16,6 +16,7 @@
 use crate::state::{ClientSocket, Gateway};
 use chat_bus::stream::{Envelope, Event, LastSeen};
 use deadpool_redis::redis::{self, Script};
+use std::collections::HashSet;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, LazyLock};
 use uuid::Uuid;
@@ -36,8 +37,10 @@ return before
     )
 });
 
-/// KEYS: presence set, last-seen key. ARGV: connection id. Returns `{live connections left, now ms}`;
-/// the count is -1 when this call did not remove the entry (someone else already did).
+/// KEYS: presence set, last-seen key. ARGV: connection id, `1` when cleaning up after a dead gateway.
+/// Returns `{live connections left, now ms}`; the count is -1 when this call did not remove the entry
+/// (someone else already did) — except for a dead gateway's connections, which nobody else announces
+/// (their entries may have expired, or the whole set with them, before the cleanup came).
 static DISCONNECT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -46,7 +49,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local removed = redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local left = redis.call('ZCARD', KEYS[1])
-if removed == 0 then return {-1, now} end
+if removed == 0 and ARGV[2] ~= '1' then return {-1, now} end
 if left == 0 then redis.call('SET', KEYS[2], now, 'EX', 2592000) end
 return {left, now}
 ",
@@ -58,6 +61,9 @@ fn iso_ms(ms: i64) -> String {
         .map(|t| chat_realtime::iso(&t))
         .unwrap_or_default()
 }
+
+/// How long a survivor may take to clean up after a dead gateway before another one carries on.
+const REAP_LEASE_MS: u64 = 30_000;
 
 impl Gateway {
     /// A socket connected: add its presence entry, announce the user online if it is their first.
@@ -95,8 +101,17 @@ impl Gateway {
         }
     }
 
-    /// A connection of `user` closed (here, or on a dead gateway being cleaned up).
-    pub async fn presence_disconnect(&self, user: Uuid, conn_id: &str, gateway: &str) {
+    /// A connection of `user` closed (here, or on a dead gateway being cleaned up: then `reaped`
+    /// holds the users already announced offline by this cleanup, so a user with several connections
+    /// there is announced once). False when Redis failed and the entry is still there (it expires on
+    /// its own; a dead gateway's cleanup retries).
+    pub async fn presence_disconnect(
+        &self,
+        user: Uuid,
+        conn_id: &str,
+        gateway: &str,
+        reaped: Option<&mut HashSet<Uuid>>,
+    ) -> bool {
         let keys = self.bus.keys();
         let res: anyhow::Result<(i64, i64)> = async {
             let mut c = self.bus.conn().await?;
@@ -104,6 +119,7 @@ impl Gateway {
                 .key(keys.presence_user(user))
                 .key(keys.last_seen(user))
                 .arg(conn_id)
+                .arg(if reaped.is_some() { "1" } else { "0" })
                 .invoke_async(&mut *c)
                 .await?;
             let _: i64 = redis::cmd("HDEL")
@@ -115,6 +131,7 @@ impl Gateway {
         }
         .await;
         match res {
+            Ok((0, _)) if reaped.is_some_and(|r| !r.insert(user)) => true,
             Ok((0, now)) => {
                 let env = Envelope::new(Event::LastSeen(LastSeen {
                     user_id: user,
@@ -125,11 +142,13 @@ impl Gateway {
                     tracing::warn!(user = %user, error = %e, "last_seen not appended to the stream");
                 }
                 self.announce(user, false, now).await;
+                true
             }
-            Ok(_) => {}
+            Ok(_) => true,
             Err(e) => {
                 self.metrics.redis_errors.fetch_add(1, Relaxed);
                 tracing::warn!(user = %user, error = %e, "presence entry not removed (it will expire)");
+                false
             }
         }
     }
@@ -240,12 +259,20 @@ impl Gateway {
             if id == self.config.gateway.id {
                 continue;
             }
-            let claimed: i64 = redis::cmd("ZREM")
-                .arg(keys.gateways_alive())
-                .arg(&id)
+            // A lease, not a removal: if this cleanup stops halfway (Redis fails, this gateway
+            // dies), the dead gateway is still listed as expired, the lease runs out, and the next
+            // survivor's heartbeat carries on with the connections left in its hash (each one is
+            // removed from the hash as it is handled, so none is announced twice but the one in
+            // flight).
+            let lease: Option<String> = redis::cmd("SET")
+                .arg(keys.gateway_reaper(&id))
+                .arg(&self.config.gateway.id)
+                .arg("NX")
+                .arg("PX")
+                .arg(REAP_LEASE_MS)
                 .query_async(&mut *c)
                 .await?;
-            if claimed != 1 {
+            if lease.is_none() {
                 continue; // another gateway is on it
             }
             let conns: Vec<(String, String)> = redis::cmd("HGETALL")
@@ -253,15 +280,50 @@ impl Gateway {
                 .query_async(&mut *c)
                 .await?;
             tracing::info!(gateway = %id, connections = conns.len(), "gateway died: clearing its presence entries");
+            let mut failed = 0usize;
+            let mut reaped = HashSet::new();
             for (conn, user) in conns {
                 if let Ok(user) = Uuid::parse_str(&user) {
-                    self.presence_disconnect(user, &conn, &id).await;
+                    if !self
+                        .presence_disconnect(user, &conn, &id, Some(&mut reaped))
+                        .await
+                    {
+                        failed += 1;
+                    }
+                } else {
+                    // Not ours to understand: drop it so the cleanup can finish.
+                    let _: i64 = redis::cmd("HDEL")
+                        .arg(keys.gateway_conns(&id))
+                        .arg(&conn)
+                        .query_async(&mut *c)
+                        .await?;
                 }
             }
-            let _: i64 = redis::cmd("DEL")
-                .arg(keys.gateway_conns(&id))
+            if failed > 0 {
+                // Leave the gateway listed and the lease to run out: a later heartbeat retries.
+                anyhow::bail!("{failed} connections of dead gateway {id} not cleaned up yet");
+            }
+            // Done: forget the gateway, unless it came back meanwhile (its heartbeat raised its
+            // expiry past now) — then it owns its entries again (and its heartbeats re-add any that
+            // a late DEL removes).
+            let score: Option<f64> = redis::cmd("ZSCORE")
+                .arg(keys.gateways_alive())
+                .arg(&id)
                 .query_async(&mut *c)
                 .await?;
+            #[allow(clippy::cast_precision_loss)]
+            if score.is_none_or(|s| s <= now as f64) {
+                let _: i64 = redis::cmd("ZREM")
+                    .arg(keys.gateways_alive())
+                    .arg(&id)
+                    .query_async(&mut *c)
+                    .await?;
+                let _: i64 = redis::cmd("DEL")
+                    .arg(keys.gateway_conns(&id))
+                    .arg(keys.gateway_reaper(&id))
+                    .query_async(&mut *c)
+                    .await?;
+            }
         }
         Ok(())
     }

@@ -1,7 +1,7 @@
 // Typing indicators and presence across the two gateways, including a gateway killed without warning.
 
 import assert from "node:assert/strict";
-import { ack, sleep, suite } from "./harness.mjs";
+import { ack, eventually, sleep, suite } from "./harness.mjs";
 
 const s = suite("presence");
 
@@ -101,6 +101,34 @@ s.test("presence: online when the first socket connects on either gateway, offli
   // And a join now does not list her.
   const again = await ack(b2, "join_room", { roomId: room.id });
   assert.deepEqual(again.online, [bob.id]);
+});
+
+s.test("presence: a dead gateway's cleanup that stopped halfway is carried on once its lease runs out", async (st) => {
+  const [alice, bob] = await st.users("alice", "bob");
+  const room = await st.room(alice);
+  await st.restOk("POST", `/rooms/${room.id}/join`, { token: bob.token });
+  const b = await st.joined(1, bob, room.id);
+  await st.joined(0, alice, room.id);
+  await b.rec.waitFor("user_status", { pred: (e) => e.userId === alice.id && e.online });
+  await sleep(1200); // at least one heartbeat of the doomed gateway
+  // A survivor that took the cleanup and died (or lost Redis) halfway: its lease is still held.
+  const dead = st.gateways[0].id;
+  const lease = `${st.prefix}:v1:gw:${dead}:reaper`;
+  assert.equal(await st.redis.command("SET", lease, "a-reaper-that-died", "PX", "6000"), "OK");
+  const killedAt = Date.now();
+  await st.stopGateway(0, "SIGKILL");
+  // Nobody cleans up while the lease is held (TTL 3 s + heartbeat 1 s would otherwise have done it)…
+  await b.rec.none("user_status", { pred: (e) => e.userId === alice.id && !e.online, ms: 4500 });
+  // … and once it runs out, the survivor does, and forgets the dead gateway.
+  const off = await b.rec.waitFor("user_status", { pred: (e) => e.userId === alice.id && !e.online, ms: 8000 });
+  assert.equal(off.status, "offline");
+  assert.ok(Date.now() - killedAt >= 5500, "not before the lease ran out");
+  await eventually(async () => {
+    assert.equal(await st.redis.command("ZSCORE", `${st.prefix}:v1:gw:alive`, dead), null);
+    assert.equal(await st.redis.command("EXISTS", `${st.prefix}:v1:gw:${dead}:conns`, lease), 0);
+    return true;
+  }, 3000, "the dead gateway forgotten");
+  await st.restartGateway(0);
 });
 
 s.test("presence: the users of a gateway killed with SIGKILL go offline within PRESENCE_TTL + heartbeat", async (st) => {
