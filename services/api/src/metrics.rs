@@ -161,6 +161,12 @@ impl Metrics {
                 v.load(Relaxed)
             );
         }
+        let _ = writeln!(
+            o,
+            "# HELP chat_api_unsaved_trimmed_total Messages MySQL did not have yet trimmed from a room's Redis log at its hard cap (10 x RECENT_LOG_SIZE): missing from history until the worker stores them.\n\
+             # TYPE chat_api_unsaved_trimmed_total counter\nchat_api_unsaved_trimmed_total {}",
+            chat_realtime::unsaved_trimmed_total()
+        );
         o
     }
 }
@@ -199,6 +205,7 @@ mod tests {
             "chat_api_http_request_duration_seconds_count{route=\"unmatched\"} 1",
             "chat_api_mysql_errors_total 1",
             "chat_api_redis_errors_total 0",
+            "# TYPE chat_api_unsaved_trimmed_total counter",
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }
@@ -221,7 +228,7 @@ mod tests {
             .filter(|l| l.starts_with("api "))
             .filter_map(|l| l.split_whitespace().nth(1))
             .collect();
-        assert_eq!(names.len(), 4);
+        assert_eq!(names.len(), 5);
         for n in names {
             assert!(text.contains(&format!("# TYPE {n} ")), "{n} missing");
         }

@@ -195,6 +195,12 @@ impl Metrics {
             "Pub/sub connection re-establishments.",
             self.pubsub_reconnects.load(Relaxed),
         );
+        counter(
+            &mut o,
+            "chat_gateway_unsaved_trimmed_total",
+            "Messages MySQL did not have yet trimmed from a room's Redis log at its hard cap (10 x RECENT_LOG_SIZE): missing from history until the worker stores them.",
+            chat_realtime::unsaved_trimmed_total(),
+        );
         self.send_latency.render(
             &mut o,
             "chat_gateway_send_latency_seconds",
@@ -242,7 +248,7 @@ mod tests {
             );
             n += 1;
         }
-        assert_eq!(n, 15);
+        assert_eq!(n, 16);
         assert!(text.contains("chat_gateway_events_in_total{event=\"send_message\"} 1"));
         assert!(text.contains("chat_gateway_events_out_total{event=\"receive_message\"} 2"));
         assert!(text.contains("chat_gateway_send_latency_seconds_bucket{le=\"0.002\"} 1"));
