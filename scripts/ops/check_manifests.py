@@ -38,7 +38,7 @@ SERVICES = ("chat-api", "chat-gateway", "chat-worker")
 # Read by the gateway (services/gateway), on top of the shared settings.
 GATEWAY_VARS = [
     "GATEWAY_PORT", "GATEWAY_ID", "PRESENCE_TTL_SECS", "PRESENCE_HEARTBEAT_SECS", "RECOVERY_WINDOW_SECS",
-    "RECENT_LOG_SIZE", "TYPING_TIMEOUT_MS", "SIO_PING_INTERVAL_MS", "SIO_PING_TIMEOUT_MS",
+    "RECENT_LOG_SIZE", "TYPING_TIMEOUT_MS", "JOIN_ONLINE_LIST_MAX", "SIO_PING_INTERVAL_MS", "SIO_PING_TIMEOUT_MS",
     "SIO_MAX_PAYLOAD", "SEND_QUEUE_CAPACITY", "SHUTDOWN_DRAIN_SECS",
 ]
 # Standard OpenTelemetry SDK variables every service honours, and the log filter (tracing's EnvFilter).

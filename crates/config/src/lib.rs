@@ -126,6 +126,10 @@ pub struct GatewayConfig {
     pub recovery_window: Duration,
     /// A typing indicator expires this long after its last refresh (`TYPING_TIMEOUT_MS`, 5000).
     pub typing_timeout: Duration,
+    /// `join_room` lists the online members of rooms up to this many members
+    /// (`JOIN_ONLINE_LIST_MAX`, 500); larger rooms get counts only, and their presence from
+    /// `user_status` events (the list costs one presence lookup per member on every join).
+    pub join_online_list_max: u32,
     /// Engine.IO heartbeat (`SIO_PING_INTERVAL_MS` 25000, `SIO_PING_TIMEOUT_MS` 20000).
     pub ping_interval: Duration,
     pub ping_timeout: Duration,
@@ -388,6 +392,7 @@ impl Config {
                     100,
                     600_000,
                 )?),
+                join_online_list_max: r.num("JOIN_ONLINE_LIST_MAX", 500, 0, 100_000)?,
                 ping_interval: Duration::from_millis(r.num(
                     "SIO_PING_INTERVAL_MS",
                     25_000,
@@ -581,6 +586,7 @@ mod tests {
             ("GATEWAY_ID", "a b"),
             ("SEND_QUEUE_CAPACITY", "1"),
             ("RECENT_LOG_SIZE", "x"),
+            ("JOIN_ONLINE_LIST_MAX", "-1"),
             ("WEB_GATEWAY_URL", "ws://localhost:3000"),
             ("WEB_GATEWAY_URL", "http://x/path"),
             ("WEB_GATEWAY_URL", "http://x\"; script-src *"),

@@ -355,17 +355,27 @@ impl Store {
         Ok(res.rows_affected() == 1)
     }
 
-    /// The ids of `room`'s members (presence lists, online counts).
+    /// At most `limit` member ids of `room`, and the number of members (counted only when there are
+    /// more than `limit`).
     ///
     /// # Errors
     /// Database errors.
-    pub async fn member_ids(&self, room: Uuid) -> StoreResult<Vec<Uuid>> {
-        Ok(
-            sqlx::query_scalar("SELECT user_id FROM room_members WHERE room_id = ?")
+    pub async fn member_ids_upto(&self, room: Uuid, limit: u32) -> StoreResult<(Vec<Uuid>, i64)> {
+        let ids: Vec<Uuid> =
+            sqlx::query_scalar("SELECT user_id FROM room_members WHERE room_id = ? LIMIT ?")
                 .bind(room)
+                .bind(i64::from(limit) + 1)
                 .fetch_all(&self.pool)
-                .await?,
-        )
+                .await?;
+        if ids.len() <= limit as usize {
+            let n = i64::try_from(ids.len()).unwrap_or(i64::MAX);
+            return Ok((ids, n));
+        }
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM room_members WHERE room_id = ?")
+            .bind(room)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((Vec::new(), n))
     }
 
     /// Which of `users` are members of which rooms, as `(user, room)` pairs (the gateway's periodic

@@ -540,21 +540,29 @@ impl Gateway {
             // heartbeat would otherwise leave a recovering client outside the room it joined.
             self.session_save(socket).await;
         }
-        let members = self
+        // Who is online: one presence lookup per member, so only for rooms up to
+        // JOIN_ONLINE_LIST_MAX members (a reconnect storm into a large room would otherwise cost
+        // members² lookups); a larger room's clients learn presence from `user_status` events.
+        let (members, member_count) = self
             .store
-            .member_ids(room)
+            .member_ids_upto(room, self.config.gateway.join_online_list_max)
             .await
             .map_err(|e| unavailable("members", e))?;
-        let online_flags = self
-            .bus
-            .online_many(&members)
-            .await
-            .map_err(|e| unavailable("presence", e))?;
-        let online: Vec<Uuid> = members
-            .iter()
-            .zip(online_flags)
-            .filter_map(|(u, on)| on.then_some(*u))
-            .collect();
+        let listed = i64::try_from(members.len()).unwrap_or(i64::MAX) == member_count;
+        let online: Vec<Uuid> = if listed {
+            let online_flags = self
+                .bus
+                .online_many(&members)
+                .await
+                .map_err(|e| unavailable("presence", e))?;
+            members
+                .iter()
+                .zip(online_flags)
+                .filter_map(|(u, on)| on.then_some(*u))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let last_seq = self.rt.last_seq(room).await.unwrap_or(0);
         // The cursors as they are now: Redis runs ahead of MySQL (and of the membership cache). As in
         // MySQL, what was read was delivered.
@@ -572,9 +580,10 @@ impl Gateway {
             "roomId": room,
             "role": membership.role,
             "joined": joined_now,
+            "onlineListed": listed,
+            "onlineCount": listed.then_some(online.len()),
             "online": online,
-            "onlineCount": online.len(),
-            "memberCount": members.len(),
+            "memberCount": member_count,
             "lastSeq": last_seq,
             "readSeq": read_seq,
             "deliveredSeq": delivered_seq,

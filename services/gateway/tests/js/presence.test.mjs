@@ -103,6 +103,35 @@ s.test("presence: online when the first socket connects on either gateway, offli
   assert.deepEqual(again.online, [bob.id]);
 });
 
+s.test("presence: join_room lists who is online only in rooms up to JOIN_ONLINE_LIST_MAX members", async (st) => {
+  const g = await st.extraGateway({ JOIN_ONLINE_LIST_MAX: "2" });
+  const gi = st.gateways.indexOf(g);
+  const [alice, bob, carol] = await st.users("alice", "bob", "carol");
+  const room = await st.room(alice);
+  await st.restOk("POST", `/rooms/${room.id}/join`, { token: bob.token });
+  await st.joined(0, alice, room.id);
+  // Two members: listed.
+  const b = await st.joined(gi, bob, room.id);
+  assert.equal(b.joined.onlineListed, true);
+  assert.deepEqual([...b.joined.online].sort(), [alice.id, bob.id].sort());
+  assert.equal(b.joined.onlineCount, 2);
+  assert.equal(b.joined.memberCount, 2);
+  // Three: counts only (no lookup per member), presence from user_status events instead.
+  await st.restOk("POST", `/rooms/${room.id}/join`, { token: carol.token });
+  const c = await st.joined(gi, carol, room.id);
+  assert.equal(c.joined.onlineListed, false);
+  assert.deepEqual(c.joined.online, []);
+  assert.equal(c.joined.onlineCount, null);
+  assert.equal(c.joined.memberCount, 3);
+  // The suite's gateways (default 500) still list it.
+  const c0 = await st.joined(0, carol, room.id);
+  assert.equal(c0.joined.onlineListed, true);
+  assert.equal(c0.joined.onlineCount, 3);
+  b.disconnect();
+  await c.rec.waitFor("user_status", { pred: (e) => e.userId === bob.id && !e.online });
+  await g.proc.stop();
+});
+
 s.test("presence: a dead gateway's cleanup that stopped halfway is carried on once its lease runs out", async (st) => {
   const [alice, bob] = await st.users("alice", "bob");
   const room = await st.room(alice);
