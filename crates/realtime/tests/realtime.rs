@@ -616,7 +616,7 @@ async fn the_scripts_envelopes_decode_and_the_worker_stores_them() {
     let kept = w.store.message(third.message.id).await.unwrap().unwrap();
     assert_eq!(kept, third.message, "stored exactly as sent");
 
-    let members = w.store.members(room).await.unwrap();
+    let members = w.store.members(room, 1000, 0).await.unwrap();
     let bob_m = members.iter().find(|m| m.user_id == bob).unwrap();
     assert_eq!(
         (bob_m.read_seq, bob_m.delivered_seq),

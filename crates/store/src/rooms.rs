@@ -413,17 +413,19 @@ impl Store {
         )
     }
 
-    /// The members of a room with their roles, admins first.
+    /// A page of a room's members with their roles: admins first, then by join time.
     ///
     /// # Errors
     /// Database errors.
-    pub async fn members(&self, room: Uuid) -> StoreResult<Vec<Member>> {
+    pub async fn members(&self, room: Uuid, limit: u32, offset: u64) -> StoreResult<Vec<Member>> {
         Ok(sqlx::query_as(
             "SELECT m.user_id, u.username, u.full_name, m.role, m.joined_at, m.read_seq, m.delivered_seq, u.last_seen \
              FROM room_members m JOIN users u ON u.id = m.user_id WHERE m.room_id = ? \
-             ORDER BY m.role = 'admin' DESC, m.joined_at, m.user_id",
+             ORDER BY m.role = 'admin' DESC, m.joined_at, m.user_id LIMIT ? OFFSET ?",
         )
         .bind(room)
+        .bind(limit)
+        .bind(offset)
         .fetch_all(&self.pool)
         .await?)
     }

@@ -514,17 +514,51 @@ async fn leave_room(
     }
 }
 
-/// The members of a room with their roles (members of the room, or anyone for a public room).
-#[utoipa::path(get, path = "/rooms/{id}/members", tag = "rooms", security(("bearer" = [])), params(("id" = Uuid, Path)),
-    responses((status = 200, body = Vec<MemberView>), (status = 404, body = ErrorBody)))]
+/// Paging of `GET /rooms/{id}/members` (the room's `memberCount` tells how many there are).
+#[derive(Deserialize, IntoParams, Default)]
+#[into_params(parameter_in = Query)]
+pub struct MembersParams {
+    /// 1–1000, default 1000.
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<i64>,
+    /// Members to skip, default 0.
+    #[param(minimum = 0)]
+    pub offset: Option<i64>,
+}
+
+const MAX_MEMBERS_PAGE: i64 = 1000;
+
+/// A page of a room's members with their roles and whether they are online (members of the room, or
+/// anyone for a public room): admins first, then by join time.
+#[utoipa::path(get, path = "/rooms/{id}/members", tag = "rooms", security(("bearer" = [])),
+    params(("id" = Uuid, Path), MembersParams),
+    responses((status = 200, body = Vec<MemberView>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn members(
     State(st): State<AppState>,
     user: AuthUser,
     Path(id): Path<String>,
+    Query(p): Query<MembersParams>,
 ) -> Result<axum::Json<Vec<MemberView>>> {
     let id = parse_id(&id, "room id")?;
+    let limit = p.limit.unwrap_or(MAX_MEMBERS_PAGE);
+    let offset = p.offset.unwrap_or(0);
+    let mut errs = FieldErrors::default();
+    if !(1..=MAX_MEMBERS_PAGE).contains(&limit) {
+        errs.add("limit", format!("must be between 1 and {MAX_MEMBERS_PAGE}"));
+    }
+    if offset < 0 {
+        errs.add("offset", "must be 0 or more");
+    }
+    errs.into_result().map_err(ApiError::Validation)?;
     load_visible(&st, id, user.id).await?;
-    let members = st.store.members(id).await?;
+    let members = st
+        .store
+        .members(
+            id,
+            u32::try_from(limit).unwrap_or(1),
+            u64::try_from(offset).unwrap_or(0),
+        )
+        .await?;
     let ids: Vec<Uuid> = members.iter().map(|m| m.user_id).collect();
     let online = st.bus.online_many(&ids).await?;
     Ok(axum::Json(

@@ -603,3 +603,59 @@ async fn admin_writes_recheck_the_callers_role_in_the_same_statement() {
         .await;
     assert_eq!((status, r["name"].as_str()), (StatusCode::OK, Some("Team")));
 }
+
+#[tokio::test]
+async fn members_are_paged_admins_first_and_bad_paging_is_refused() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let carol = app.register("carol").await;
+    let room = app.create_room(&alice, "Crowd", false).await;
+    let path = format!("/api/v1/rooms/{}/members", id_of(&room));
+    for u in [&bob, &carol] {
+        let (status, _) = app
+            .post(
+                &format!("/api/v1/rooms/{}/join", id_of(&room)),
+                Some(&u.token),
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (status, all) = app.get(&path, Some(&bob.token)).await;
+    assert_eq!(status, StatusCode::OK);
+    let names = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["userId"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // The admin first, then by join time.
+    assert_eq!(
+        names(&all),
+        vec![
+            alice.id.to_string(),
+            bob.id.to_string(),
+            carol.id.to_string()
+        ]
+    );
+    let (_, first) = app.get(&format!("{path}?limit=2"), Some(&bob.token)).await;
+    let (_, rest) = app
+        .get(&format!("{path}?limit=2&offset=2"), Some(&bob.token))
+        .await;
+    assert_eq!(names(&first), &names(&all)[..2]);
+    assert_eq!(names(&rest), &names(&all)[2..]);
+    let (_, past) = app.get(&format!("{path}?offset=3"), Some(&bob.token)).await;
+    assert_eq!(past, json!([]));
+    for bad in ["limit=0", "limit=1001", "offset=-1"] {
+        let (status, body) = app.get(&format!("{path}?{bad}"), Some(&bob.token)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {body}");
+        assert_eq!(error_code(&body), "VALIDATION", "{bad}: {body}");
+    }
+    // Not a number at all: the query string itself is refused.
+    let (status, body) = app
+        .get(&format!("{path}?limit=abc"), Some(&bob.token))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+}
