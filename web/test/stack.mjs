@@ -6,214 +6,47 @@
 // <target>/debug/chat-*), CHAT_TEST_DATABASE_URL (mysql://chat:chat@127.0.0.1:3306),
 // CHAT_TEST_REDIS_URL (redis://127.0.0.1:6379), WEB_E2E_KEEP_LOGS=1.
 
-import { spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import crypto from "node:crypto";
 import fs from "node:fs";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
+import {
+  BIN,
+  DB_BASE,
+  REDIS_URL,
+  ROOT,
+  Proc,
+  Redis,
+  freePort,
+  mysql,
+  sleep,
+  startLb,
+  waitReady,
+} from "../../scripts/testlib/services.mjs";
 
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-export const WEB = path.resolve(HERE, "..");
-export const ROOT = path.resolve(WEB, "..");
-const TARGET = process.env.CARGO_TARGET_DIR ? path.resolve(ROOT, process.env.CARGO_TARGET_DIR) : path.join(ROOT, "target");
-const BIN = {
-  api: process.env.CHAT_API_BIN || path.join(TARGET, "debug/chat-api"),
-  gateway: process.env.CHAT_GATEWAY_BIN || path.join(TARGET, "debug/chat-gateway"),
-  worker: process.env.CHAT_WORKER_BIN || path.join(TARGET, "debug/chat-worker"),
-};
-const DB_BASE = new URL(process.env.CHAT_TEST_DATABASE_URL || "mysql://chat:chat@127.0.0.1:3306");
-const REDIS_URL = process.env.CHAT_TEST_REDIS_URL || "redis://127.0.0.1:6379";
+export { ROOT };
+export const WEB = path.join(ROOT, "web");
+export { sleep };
 
-export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-async function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.unref();
-    s.on("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-function mysql(sql) {
-  const r = spawnSync(
-    "mysql",
-    [
-      `-u${decodeURIComponent(DB_BASE.username)}`,
-      `-p${decodeURIComponent(DB_BASE.password)}`,
-      `-h${DB_BASE.hostname}`,
-      `-P${DB_BASE.port || 3306}`,
-      "-e",
-      sql,
-    ],
-    { encoding: "utf8", timeout: 30000 },
-  );
-  if (r.status !== 0) throw new Error(`mysql ${sql}: ${r.stderr || r.error}`);
-}
-
-/** Deletes the Redis keys matching `pattern` (SCAN + DEL over a bare RESP connection). */
+/** Deletes the Redis keys matching `pattern`. */
 async function redisDelete(pattern) {
-  const u = new URL(REDIS_URL);
-  const sock = net.connect(Number(u.port || 6379), u.hostname || "127.0.0.1");
-  await new Promise((resolve, reject) => {
-    sock.once("connect", resolve);
-    sock.once("error", reject);
-  });
-  let buf = "";
-  const waiters = [];
-  sock.on("data", (d) => {
-    buf += d.toString("utf8");
-    waiters.splice(0).forEach((w) => w());
-  });
-  const send = (...args) => sock.write(`*${args.length}\r\n${args.map((a) => `$${Buffer.byteLength(String(a))}\r\n${a}\r\n`).join("")}`);
-  const reply = async () => {
-    // Enough of RESP for SCAN's reply: *2 $n cursor *k ($n key)…
-    for (;;) {
-      const m = /^\*2\r\n\$\d+\r\n(\d+)\r\n\*(\d+)\r\n/.exec(buf);
-      if (m) {
-        let rest = buf.slice(m[0].length);
-        const keys = [];
-        let ok = true;
-        for (let i = 0; i < Number(m[2]); i++) {
-          const k = /^\$(\d+)\r\n/.exec(rest);
-          if (!k || rest.length < k[0].length + Number(k[1]) + 2) {
-            ok = false;
-            break;
-          }
-          keys.push(rest.slice(k[0].length, k[0].length + Number(k[1])));
-          rest = rest.slice(k[0].length + Number(k[1]) + 2);
-        }
-        if (ok) {
-          buf = rest;
-          return { cursor: m[1], keys };
-        }
-      }
-      await new Promise((r) => waiters.push(r));
-    }
-  };
+  const r = await Redis.connect(REDIS_URL);
   try {
-    let cursor = "0";
-    do {
-      send("SCAN", cursor, "MATCH", pattern, "COUNT", 1000);
-      const r = await reply();
-      cursor = r.cursor;
-      if (r.keys.length) {
-        send("DEL", ...r.keys);
-        // the integer reply of DEL
-        for (;;) {
-          const m = /^:\d+\r\n/.exec(buf);
-          if (m) {
-            buf = buf.slice(m[0].length);
-            break;
-          }
-          await new Promise((r2) => waiters.push(r2));
-        }
-      }
-    } while (cursor !== "0");
+    await r.deletePattern(pattern);
   } finally {
-    sock.destroy();
-  }
-}
-
-/** Every service started, so that a test process that dies early still takes them with it. */
-const LIVE = new Set();
-process.on("exit", () => {
-  for (const c of LIVE) c.kill("SIGKILL");
-});
-
-class Proc {
-  constructor(name, bin, args, env, logDir) {
-    this.name = name;
-    this.log = path.join(logDir, `${name}.log`);
-    const fd = fs.openSync(this.log, "a");
-    this.child = spawn(bin, args, { env, stdio: ["ignore", fd, fd] });
-    fs.closeSync(fd);
-    LIVE.add(this.child);
-    this.exited = new Promise((resolve) =>
-      this.child.once("exit", (code, signal) => {
-        LIVE.delete(this.child);
-        resolve((this.exit = { code, signal }));
-      }),
-    );
-  }
-
-  async stop() {
-    if (this.exit) return;
-    this.child.kill("SIGTERM");
-    const done = await Promise.race([this.exited, sleep(5000).then(() => null)]);
-    if (!done) {
-      this.child.kill("SIGKILL");
-      await this.exited;
-    }
-  }
-
-  tail(n = 30) {
-    try {
-      return fs.readFileSync(this.log, "utf8").split("\n").slice(-n).join("\n");
-    } catch {
-      return "";
-    }
-  }
-}
-
-async function waitReady(proc, url, ms = 30000) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    if (proc.exit) throw new Error(`${proc.name} exited (${JSON.stringify(proc.exit)}):\n${proc.tail()}`);
-    try {
-      const r = await fetch(url, { signal: AbortSignal.timeout(1000) });
-      if (r.status === 200) return;
-    } catch {
-      /* not yet */
-    }
-    if (Date.now() > deadline) throw new Error(`${proc.name} not ready at ${url}:\n${proc.tail()}`);
-    await sleep(100);
+    r.close();
   }
 }
 
 /** A TCP proxy to `target`: `cut()` drops its connections, `refuse(true)` turns new ones away. */
 async function proxy(target) {
-  const pairs = new Set();
-  let refusing = false;
-  const server = net.createServer((client) => {
-    if (refusing) return client.destroy();
-    const up = net.connect(target, "127.0.0.1");
-    const pair = { client, up };
-    pairs.add(pair);
-    const close = () => {
-      client.destroy();
-      up.destroy();
-      pairs.delete(pair);
-    };
-    for (const s of [client, up]) {
-      s.on("error", close);
-      s.on("close", close);
-    }
-    client.pipe(up);
-    up.pipe(client);
-  });
-  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  const lb = await startLb(target);
   return {
-    port: server.address().port,
-    refuse(on) {
-      refusing = on;
-    },
-    cut() {
-      for (const { client, up } of [...pairs]) {
-        client.destroy();
-        up.destroy();
-      }
-      pairs.clear();
-    },
-    close() {
-      this.cut();
-      return new Promise((r) => server.close(() => r()));
-    },
+    port: lb.port,
+    refuse: (on) => lb.setTarget(on ? null : target),
+    cut: () => lb.dropAll(),
+    close: () => lb.close(),
   };
 }
 

@@ -565,23 +565,7 @@ async fn the_scripts_envelopes_decode_and_the_worker_stores_them() {
     assert_eq!((c.room_id, c.user_id, c.seq), (room, bob, 3));
 
     // The real worker drains them into MySQL.
-    let mut vars: HashMap<String, String> = w.env.vars().into_iter().collect();
-    for (k, v) in [
-        ("WORKER_PORT", "0"),
-        ("BIND_HOST", "127.0.0.1"),
-        ("WORKER_CONSUMER", "realtime-test"),
-        ("WORKER_RETRY_MAX_MS", "200"),
-    ] {
-        vars.insert(k.into(), v.into());
-    }
-    vars.insert("SHARDS".into(), SHARDS.to_string());
-    let app = chat_worker::Application::build(chat_config::Config::from_map(&vars).unwrap())
-        .await
-        .unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let worker = tokio::spawn(app.run_until(async move {
-        let _ = stop_rx.await;
-    }));
+    let (stop_tx, worker) = w.spawn_worker("realtime-test").await;
     eventually("the edit, delete and cursors in MySQL", || async {
         let Ok(Some(m)) = w.store.message(second.message.id).await else {
             return false;
