@@ -25,7 +25,7 @@ pub struct Config {
     /// How long a write to a WebSocket may block (a client that does not read) before the connection
     /// is dropped (default 10 s).
     pub write_timeout: Duration,
-    /// Bytes read from a WebSocket at a time, and the initial size of its read buffer (default 512).
+    /// Bytes read from a WebSocket at a time, and the initial size of its read buffer (default 256).
     /// The buffer grows on demand for larger messages; keeping this small is what keeps idle
     /// connections cheap.
     pub ws_read_buffer_size: usize,
@@ -53,7 +53,7 @@ impl Default for Config {
             upgrade_timeout: Duration::from_secs(10),
             queue_capacity: 256,
             write_timeout: Duration::from_secs(10),
-            ws_read_buffer_size: 512,
+            ws_read_buffer_size: 256,
             ws_write_buffer_size: 16 * 1024,
             cors_allowed_origins: None,
             allow_upgrades: true,
