@@ -34,6 +34,7 @@ pub type BusResult<T> = Result<T, BusError>;
 pub struct Bus {
     client: redis::Client,
     shared: Arc<OnceCell<ConnectionManager>>,
+    bulk: Arc<OnceCell<ConnectionManager>>,
     keys: Keys,
 }
 
@@ -102,6 +103,7 @@ impl Bus {
         Ok(Self {
             client,
             shared: Arc::new(OnceCell::new()),
+            bulk: Arc::new(OnceCell::new()),
             keys: Keys::new(prefix),
         })
     }
@@ -115,8 +117,22 @@ impl Bus {
     /// # Errors
     /// Redis unreachable.
     pub async fn conn(&self) -> BusResult<Conn> {
-        let m = self
-            .shared
+        self.open(&self.shared).await
+    }
+
+    /// A second shared connection, for the large periodic pipelines (a gateway's heartbeat refreshes
+    /// every socket's presence and session at once): on the main connection, every command behind
+    /// such a pipeline — a send, a join — would wait for all of it (Redis answers one connection in
+    /// order), where on its own connection Redis interleaves the two.
+    ///
+    /// # Errors
+    /// Redis unreachable.
+    pub async fn bulk_conn(&self) -> BusResult<Conn> {
+        self.open(&self.bulk).await
+    }
+
+    async fn open(&self, cell: &OnceCell<ConnectionManager>) -> BusResult<Conn> {
+        let m = cell
             .get_or_try_init(|| async {
                 let cfg = redis::aio::ConnectionManagerConfig::new()
                     .set_connection_timeout(REDIS_TIMEOUT)

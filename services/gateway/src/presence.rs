@@ -187,12 +187,15 @@ impl Gateway {
         let gw = &self.config.gateway;
         let ttl = i64::try_from(gw.presence_ttl.as_millis()).unwrap_or(30_000);
         let res: anyhow::Result<i64> = async {
-            let mut c = self.bus.conn().await?;
+            let mut c = self.bus.bulk_conn().await?;
             let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut *c).await?;
             let now = secs * 1000 + micros / 1000;
             let conns = keys.gateway_conns(&gw.id);
             for chunk in sockets.chunks(500) {
                 let mut pipe = redis::pipe();
+                // Sessions are saved whenever they change (connect, join, leave); a heartbeat only
+                // extends them, and saves again the ones Redis no longer has.
+                let mut refreshed = Vec::with_capacity(chunk.len());
                 // Checked here, after the awaits: a socket that left since the snapshot must not
                 // get its presence entry or its session back.
                 for s in chunk.iter().filter(|s| s.connected()) {
@@ -210,18 +213,28 @@ impl Gateway {
                         .arg(d.user.to_string())
                         .ignore();
                     if let Some(pid) = s.pid() {
+                        self.recovery.refresh_cmd(&mut pipe, pid);
+                        refreshed.push((s, pid));
+                    }
+                }
+                let alive: Vec<i64> = pipe.query_async(&mut *c).await?;
+                let mut lost = redis::pipe();
+                for ((s, pid), _) in refreshed.iter().zip(&alive).filter(|(_, a)| **a == 0) {
+                    if s.connected() {
                         self.recovery.save_cmd(
-                            &mut pipe,
+                            &mut lost,
                             &sio::Session {
                                 sid: s.id(),
-                                pid,
+                                pid: *pid,
                                 nsp: s.nsp().to_owned(),
                                 state: crate::handler::recovery_state_of(s),
                             },
                         );
                     }
                 }
-                let () = pipe.query_async(&mut *c).await?;
+                if lost.cmd_iter().next().is_some() {
+                    let () = lost.query_async(&mut *c).await?;
+                }
             }
             let _: i64 = redis::cmd("ZADD")
                 .arg(keys.gateways_alive())

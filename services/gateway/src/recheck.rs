@@ -23,7 +23,7 @@ impl Gateway {
 
         let keys = self.bus.keys();
         let revoked: Vec<bool> = match async {
-            let mut c = self.bus.conn().await?;
+            let mut c = self.bus.bulk_conn().await?;
             let mut out = Vec::with_capacity(sockets.len());
             for chunk in sockets.chunks(500) {
                 let mut pipe = redis::pipe();

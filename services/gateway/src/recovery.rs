@@ -32,6 +32,14 @@ impl RedisRecovery {
         format!("{}:sio:{pid}", self.bus.keys().prefix())
     }
 
+    /// The `PEXPIRE` that keeps a saved session alive for another window (its reply is 0 when the
+    /// session is gone — Redis lost it — and it must be saved again).
+    pub fn refresh_cmd(&self, pipe: &mut redis::Pipeline, pid: Sid) {
+        pipe.cmd("PEXPIRE")
+            .arg(self.key(pid))
+            .arg(u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX));
+    }
+
     /// The `SET` that saves `s`, for pipelining many at once.
     pub fn save_cmd(&self, pipe: &mut redis::Pipeline, s: &Session) {
         let v = Stored {

@@ -30,7 +30,7 @@ function nextConnect(sock, ms = 10000) {
  * takes gateway 0 away; meanwhile Dave (on gateway 1) sends three messages and Alice edits the first; the
  * LB sends the victim to gateway 1, where it must recover everything, in order.
  */
-async function recoverAcross(st, cut, { settle = 0 } = {}) {
+async function recoverAcross(st, cut, { settle = 0, beforeSettle = null } = {}) {
   const [alice, dave, victim] = await st.users("alice", "dave", "victim");
   const room = await st.room(alice);
   const a = await st.joined(1, alice, room.id);
@@ -42,6 +42,7 @@ async function recoverAcross(st, cut, { settle = 0 } = {}) {
   const m1 = (await ack(a, "send_message", { roomId: room.id, content: "one" })).message;
   await ack(a, "send_message", { roomId: room.id, content: "two" });
   await v.rec.waitCount("receive_message", 2);
+  if (beforeSettle) await beforeSettle();
   if (settle) await sleep(settle);
 
   const dropped = new Promise((resolve) => v.once("disconnect", resolve));
@@ -96,6 +97,13 @@ async function recoverAcross(st, cut, { settle = 0 } = {}) {
 s.test("recovery across gateways after the load balancer cuts the connection", async (st) => {
   const { reason } = await recoverAcross(st, async () => st.lb.dropAll());
   assert.equal(reason, "transport close");
+});
+
+s.test("a recovery session Redis lost is saved again by the next heartbeat (which otherwise only extends it)", async (st) => {
+  await recoverAcross(st, async () => st.lb.dropAll(), {
+    beforeSettle: () => st.redis.deletePattern(`${st.prefix}:v1:sio:*`),
+    settle: 2500, // heartbeats every second in the suite
+  });
 });
 
 s.test("recovery across gateways after the gateway is killed with SIGKILL right after the join", async (st) => {
