@@ -48,14 +48,7 @@ ROOM_PROCS=${ROOM_PROCS:-4}
 ROOM_SOURCE_IPS=${ROOM_SOURCE_IPS:-8}
 PERSIST_RATE=${PERSIST_RATE:-}
 BENCH_WRITE_DOCS=${BENCH_WRITE_DOCS:-1}
-DB_BASE=${CHAT_TEST_DATABASE_URL:-mysql://chat:chat@127.0.0.1:3306}
-REDIS_URL=${CHAT_TEST_REDIS_URL:-redis://127.0.0.1:6379}
-if [[ $DB_BASE =~ ^mysql://([^:@/]+):([^@/]*)@([^:/]+):?([0-9]*)/?$ ]]; then
-  MYSQL=(mysql "-u${BASH_REMATCH[1]}" "-p${BASH_REMATCH[2]}" "-h${BASH_REMATCH[3]}" "-P${BASH_REMATCH[4]:-3306}")
-else
-  echo "bench/run.sh: cannot read CHAT_TEST_DATABASE_URL=$DB_BASE" >&2
-  exit 1
-fi
+source scripts/testlib/db.sh  # DB_BASE, REDIS_URL, MYSQL
 has() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 T_START=$(date +%s)
 

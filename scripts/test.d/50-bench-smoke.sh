@@ -7,15 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-DB_BASE=${CHAT_TEST_DATABASE_URL:-mysql://chat:chat@127.0.0.1:3306}
-REDIS_URL=${CHAT_TEST_REDIS_URL:-redis://127.0.0.1:6379}
-# mysql://user:pass@host:port
-if [[ $DB_BASE =~ ^mysql://([^:@/]+):([^@/]*)@([^:/]+):?([0-9]*)/?$ ]]; then
-  MYSQL=(mysql "-u${BASH_REMATCH[1]}" "-p${BASH_REMATCH[2]}" "-h${BASH_REMATCH[3]}" "-P${BASH_REMATCH[4]:-3306}")
-else
-  echo "50-bench-smoke: cannot read CHAT_TEST_DATABASE_URL=$DB_BASE" >&2
-  exit 1
-fi
+source scripts/testlib/db.sh  # DB_BASE, REDIS_URL, MYSQL
 if ! "${MYSQL[@]}" -e 'SELECT 1' >/dev/null 2>&1; then
   if [ "${CI:-}" = true ]; then echo "50-bench-smoke: database unreachable" >&2; exit 1; fi
   echo "50-bench-smoke: skipped (no database at $DB_BASE; run scripts/deps.sh)"

@@ -15,14 +15,8 @@ skip() { # reason: fails in CI, skips elsewhere
   exit 77
 }
 
-DB_BASE=${CHAT_TEST_DATABASE_URL:-mysql://chat:chat@127.0.0.1:3306}
-if [[ $DB_BASE =~ ^mysql://([^:@/]+):([^@/]*)@([^:/]+):?([0-9]*)/?$ ]]; then
-  mysql "-u${BASH_REMATCH[1]}" "-p${BASH_REMATCH[2]}" "-h${BASH_REMATCH[3]}" "-P${BASH_REMATCH[4]:-3306}" \
-    -e 'SELECT 1' >/dev/null 2>&1 || skip "no database at $DB_BASE; run scripts/deps.sh"
-else
-  echo "60-web: cannot read CHAT_TEST_DATABASE_URL=$DB_BASE" >&2
-  exit 1
-fi
+source scripts/testlib/db.sh  # DB_BASE, REDIS_URL, MYSQL
+"${MYSQL[@]}" -e 'SELECT 1' >/dev/null 2>&1 || skip "no database at $DB_BASE; run scripts/deps.sh"
 
 CHROMIUM=${CHROMIUM_PATH:-/usr/bin/chromium}
 if [ ! -x "$CHROMIUM" ]; then
