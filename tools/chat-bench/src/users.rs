@@ -13,6 +13,13 @@ pub struct BenchUser {
     pub token: String,
 }
 
+/// The HTTP client of the API calls.
+fn client() -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+}
+
 /// Registers `n` users named `b<run>_<i>` through `POST /api/v1/auth/register`, `parallel` at a time,
 /// waiting out 429 answers.
 ///
@@ -24,9 +31,7 @@ pub async fn register(
     n: usize,
     parallel: usize,
 ) -> anyhow::Result<Vec<BenchUser>> {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()?;
+    let http = client()?;
     stream::iter(0..n)
         .map(|i| {
             let http = http.clone();
@@ -61,9 +66,7 @@ pub async fn create_rooms(
     owners: &[BenchUser],
     n: usize,
 ) -> anyhow::Result<Vec<Uuid>> {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()?;
+    let http = client()?;
     stream::iter(0..n)
         .map(|i| {
             let http = http.clone();
