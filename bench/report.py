@@ -82,12 +82,7 @@ def merge(parts, redis_pid=None):
     deliveries = per_sec * secs
     return {
         "connections": sum(p["connections"]["ok"] for p in parts),
-        "failed": sum(p["connections"]["failed"] for p in parts),
-        "open_secs": max(p["connections"]["open_secs"] for p in parts),
-        "sent": sum(p["messages"]["sent"] for p in parts),
-        "acked": sum(p["messages"]["acked"] for p in parts),
         "rate": sum(p["scenario"]["rate_per_sec"] for p in parts),
-        "rooms": sum(p["scenario"]["rooms"] for p in parts),
         "per_sec": per_sec,
         "p50": quantile(b, 0.5) / 1000,
         "p99": quantile(b, 0.99) / 1000,
@@ -203,9 +198,9 @@ def report(out):
         w("| system | msgs/s | deliveries/s | p50 ms | p99 ms | max ms | servers CPU-s | CPU-s per 1M deliveries | bench CPU-s | errors |")
         w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
         runs = {}
-        extra = sorted({os.path.basename(p)[:-5].split("-", 1)[1] for p in glob.glob(f"{out}/*-*.json")
-                        if re.match(r".*/(ours|baseline)-[0-9.]+\.json$", p)} - set(rates), key=float)
-        for rate in sorted(set(rates) | set(extra), key=float):
+        measured = {m.group(1) for f in glob.glob(f"{out}/*.json")
+                    if (m := re.match(r"(?:ours|baseline)-([0-9.]+)\.json$", os.path.basename(f)))}
+        for rate in sorted(measured, key=float):
             for system in SYSTEMS:
                 s = load(f"{out}/{system}-{rate}.json")
                 if not s:

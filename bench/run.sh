@@ -54,7 +54,8 @@ T_START=$(date +%s)
 
 cargo build --release --quiet --locked -p chat-api -p chat-gateway -p chat-worker -p chat-bench
 (cd bench/baseline && npm ci --no-audit --no-fund --loglevel=error)
-BIN=target/release
+TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+BIN=$TARGET_DIR/release
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 OUT=target/bench/run-$STAMP
 mkdir -p "$OUT"
@@ -111,7 +112,7 @@ json.dump({
     "redis_adapter": sh("node -p 'require(\"./bench/baseline/node_modules/@socket.io/redis-adapter/package.json\").version'"),
     "redis": sh("redis-server --version | grep -o 'v=[^ ]*' | cut -c3-"),
     "mariadb": sh("${MYSQL[*]} -N -e 'SELECT VERSION()'"),
-    "settings": {k: os.environ.get(k, "") for k in []} | {
+    "settings": {
         "SCENARIOS": "$SCENARIOS", "IDLE_COUNTS": "$IDLE_COUNTS", "MEMBERS": "$MEMBERS", "SENDERS": "$SENDERS",
         "RATES": "$RATES", "SECS": "$SECS", "P99_STOP_MS": "$P99_STOP_MS", "ROOMS": "$ROOMS",
         "ROOM_MEMBERS": "$ROOM_MEMBERS", "ROOM_RATE": "$ROOM_RATE", "ROOM_INSTANCES": "$ROOM_INSTANCES",

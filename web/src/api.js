@@ -59,7 +59,6 @@ export class Api {
     this.refreshing = null;
     this.timer = null;
     this.onSessionEnd = () => {};
-    this.refreshCount = 0;
     if (this.session) this.schedule();
   }
 
@@ -116,7 +115,6 @@ export class Api {
           expiresIn: r.expiresIn,
         });
         save(this.session);
-        this.refreshCount++;
         this.schedule();
         return this.session.accessToken;
       } catch (e) {

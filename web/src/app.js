@@ -41,7 +41,7 @@ async function main() {
 
   const m = window.location.pathname.match(/^\/invite\/([^/?#]+)/);
   if (m) {
-    sessionStorage.setItem(INVITE_KEY, decodeURIComponent(m[1]));
+    sessionStorage.setItem(INVITE_KEY, safeDecode(m[1]));
     history.replaceState(null, "", "/");
   }
 
@@ -333,12 +333,21 @@ function deliveredSoon(room, seq) {
 // ---------------------------------------------------------------------------------------------------
 // Users and presence
 
+/** `decodeURIComponent`, or the text as it is when it is not valid percent-encoding (a mangled link). */
+function safeDecode(s) {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return s;
+  }
+}
+
 function userName(id) {
   return users.get(id)?.username || "…";
 }
 
 function ensureUser(id) {
-  if (!id || users.has(id) || userLookups.has(id)) return;
+  if (!id || users.get(id)?.username || userLookups.has(id)) return;
   const p = api
     .call("GET", `/users/${encodeURIComponent(id)}`)
     .then((u) => {
@@ -667,9 +676,8 @@ async function loadMembers(room) {
   }
   if (current === room.id) {
     renderHeader(room);
-    renderMembers(room);
     renderReceipts(room);
-    refreshNames();
+    refreshNames(); // renders the members too
   }
 }
 
@@ -1275,7 +1283,7 @@ function bindChat() {
     e.preventDefault();
     formError(join, "");
     const raw = $("#invite-input").value.trim();
-    const code = raw.includes("/invite/") ? decodeURIComponent(raw.split("/invite/").pop().split(/[?#/]/)[0]) : raw;
+    const code = raw.includes("/invite/") ? safeDecode(raw.split("/invite/").pop().split(/[?#/]/)[0]) : raw;
     if (!code) return formError(join, "Paste an invite link or code.");
     await busy(join, async () => {
       try {
@@ -1381,8 +1389,7 @@ async function runDiscover() {
                     onclick: async () => {
                       try {
                         const j = await api.call("POST", `/rooms/${r.id}/join`);
-                        await addRoom({ ...j.room, role: j.room.myRole });
-                        runDiscover();
+                        await addRoom({ ...j.room, role: j.room.myRole }); // refreshes discovery too
                       } catch (err) {
                         notice(errText(err));
                       }

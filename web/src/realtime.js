@@ -9,7 +9,7 @@
 
 import { io } from "./socket.io.esm.min.js";
 
-export const STATES = ["connecting", "live", "reconnecting", "recovered", "offline"];
+// States shown by the page: connecting, live, reconnecting, recovered, offline.
 
 export class Realtime {
   /**
