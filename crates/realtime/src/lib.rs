@@ -166,7 +166,8 @@ impl std::fmt::Debug for Realtime {
 }
 
 impl Realtime {
-    pub fn new(bus: Bus, store: Store, cfg: RtConfig) -> Self {
+    pub fn new(bus: Bus, store: Store, mut cfg: RtConfig) -> Self {
+        cfg.hard_cap = cfg.hard_cap.max(cfg.log_cap);
         Self {
             bus,
             store,

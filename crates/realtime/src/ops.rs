@@ -186,7 +186,7 @@ impl Realtime {
             self.cfg.log_cap.to_string(),
             DEDUPE_TTL.as_secs().to_string(),
             ROOM_KEY_TTL.as_millis().to_string(),
-            self.cfg.hard_cap.max(self.cfg.log_cap).to_string(),
+            self.cfg.hard_cap.to_string(),
         ];
         let args: Vec<&[u8]> = strings.iter().map(String::as_bytes).collect();
         let pointer = message_room(self.bus.keys(), id);

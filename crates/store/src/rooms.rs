@@ -355,12 +355,16 @@ impl Store {
         Ok(res.rows_affected() == 1)
     }
 
-    /// At most `limit` member ids of `room`, and the number of members (counted only when there are
-    /// more than `limit`).
+    /// The member ids of `room` if it has at most `limit` members (`None` when it has more), and the
+    /// number of members.
     ///
     /// # Errors
     /// Database errors.
-    pub async fn member_ids_upto(&self, room: Uuid, limit: u32) -> StoreResult<(Vec<Uuid>, i64)> {
+    pub async fn member_ids_upto(
+        &self,
+        room: Uuid,
+        limit: u32,
+    ) -> StoreResult<(Option<Vec<Uuid>>, i64)> {
         let ids: Vec<Uuid> =
             sqlx::query_scalar("SELECT user_id FROM room_members WHERE room_id = ? LIMIT ?")
                 .bind(room)
@@ -369,13 +373,13 @@ impl Store {
                 .await?;
         if ids.len() <= limit as usize {
             let n = i64::try_from(ids.len()).unwrap_or(i64::MAX);
-            return Ok((ids, n));
+            return Ok((Some(ids), n));
         }
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM room_members WHERE room_id = ?")
             .bind(room)
             .fetch_one(&self.pool)
             .await?;
-        Ok((Vec::new(), n))
+        Ok((None, n))
     }
 
     /// Which of `users` are members of which rooms, as `(user, room)` pairs (the gateway's periodic

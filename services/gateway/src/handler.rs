@@ -548,20 +548,21 @@ impl Gateway {
             .member_ids_upto(room, self.config.gateway.join_online_list_max)
             .await
             .map_err(|e| unavailable("members", e))?;
-        let listed = i64::try_from(members.len()).unwrap_or(i64::MAX) == member_count;
-        let online: Vec<Uuid> = if listed {
-            let online_flags = self
-                .bus
-                .online_many(&members)
-                .await
-                .map_err(|e| unavailable("presence", e))?;
-            members
-                .iter()
-                .zip(online_flags)
-                .filter_map(|(u, on)| on.then_some(*u))
-                .collect()
-        } else {
-            Vec::new()
+        let listed = members.is_some();
+        let online: Vec<Uuid> = match members {
+            Some(members) => {
+                let online_flags = self
+                    .bus
+                    .online_many(&members)
+                    .await
+                    .map_err(|e| unavailable("presence", e))?;
+                members
+                    .iter()
+                    .zip(online_flags)
+                    .filter_map(|(u, on)| on.then_some(*u))
+                    .collect()
+            }
+            None => Vec::new(),
         };
         let last_seq = self.rt.last_seq(room).await.unwrap_or(0);
         // The cursors as they are now: Redis runs ahead of MySQL (and of the membership cache). As in

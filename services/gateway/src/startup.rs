@@ -138,13 +138,19 @@ impl Application {
                 let mut beat = tokio::time::interval(gw.config.gateway.presence_heartbeat);
                 let mut typing = tokio::time::interval(Duration::from_millis(250));
                 let mut beats = 0u64;
+                // The re-check (Redis and MySQL over every socket) runs beside this loop, so typing
+                // expiry and heartbeats do not wait for it; one at a time.
+                let mut rechecking: Option<tokio::task::JoinHandle<()>> = None;
                 loop {
                     tokio::select! {
                         _ = beat.tick() => {
                             gw.heartbeat().await;
                             beats += 1;
-                            if beats.is_multiple_of(RECHECK_EVERY) {
-                                gw.recheck().await;
+                            if beats.is_multiple_of(RECHECK_EVERY)
+                                && rechecking.as_ref().is_none_or(tokio::task::JoinHandle::is_finished)
+                            {
+                                let gw = gw.clone();
+                                rechecking = Some(tokio::spawn(async move { gw.recheck().await }));
                             }
                         }
                         _ = typing.tick() => gw.typing.expire(),

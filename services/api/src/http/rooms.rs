@@ -271,15 +271,8 @@ async fn discover(
     _user: AuthUser,
     Query(q): Query<DiscoverQuery>,
 ) -> Result<axum::Json<DiscoverPage>> {
-    let limit = q.limit.unwrap_or(20);
-    let offset = q.offset.unwrap_or(0);
     let mut errs = FieldErrors::new();
-    if !(1..=100).contains(&limit) {
-        errs.add("limit", "must be between 1 and 100");
-    }
-    if offset < 0 {
-        errs.add("offset", "must not be negative");
-    }
+    let (limit, offset) = page(&mut errs, q.limit, q.offset, 20, 100);
     let search = q.q.as_deref().map(str::trim).filter(|s| !s.is_empty());
     if search.is_some_and(|s| s.chars().count() > 100) {
         errs.add("q", "must be at most 100 characters");
@@ -528,6 +521,25 @@ pub struct MembersParams {
 
 const MAX_MEMBERS_PAGE: i64 = 1000;
 
+/// `limit` (1..=`max`, default `default`) and `offset` (0 or more, default 0) of a paged list; a bad
+/// one is added to `errs`.
+fn page(
+    errs: &mut FieldErrors,
+    limit: Option<i64>,
+    offset: Option<i64>,
+    default: i64,
+    max: i64,
+) -> (i64, i64) {
+    let (limit, offset) = (limit.unwrap_or(default), offset.unwrap_or(0));
+    if !(1..=max).contains(&limit) {
+        errs.add("limit", format!("must be between 1 and {max}"));
+    }
+    if offset < 0 {
+        errs.add("offset", "must not be negative");
+    }
+    (limit, offset)
+}
+
 /// A page of a room's members with their roles and whether they are online (members of the room, or
 /// anyone for a public room): admins first, then by join time.
 #[utoipa::path(get, path = "/rooms/{id}/members", tag = "rooms", security(("bearer" = [])),
@@ -540,15 +552,14 @@ async fn members(
     Query(p): Query<MembersParams>,
 ) -> Result<axum::Json<Vec<MemberView>>> {
     let id = parse_id(&id, "room id")?;
-    let limit = p.limit.unwrap_or(MAX_MEMBERS_PAGE);
-    let offset = p.offset.unwrap_or(0);
-    let mut errs = FieldErrors::default();
-    if !(1..=MAX_MEMBERS_PAGE).contains(&limit) {
-        errs.add("limit", format!("must be between 1 and {MAX_MEMBERS_PAGE}"));
-    }
-    if offset < 0 {
-        errs.add("offset", "must be 0 or more");
-    }
+    let mut errs = FieldErrors::new();
+    let (limit, offset) = page(
+        &mut errs,
+        p.limit,
+        p.offset,
+        MAX_MEMBERS_PAGE,
+        MAX_MEMBERS_PAGE,
+    );
     errs.into_result().map_err(ApiError::Validation)?;
     load_visible(&st, id, user.id).await?;
     let members = st
