@@ -6,7 +6,8 @@
 // Environment (all optional):
 //   CHAT_API_BIN, CHAT_GATEWAY_BIN, CHAT_WORKER_BIN  the binaries (default: <target>/debug/chat-*)
 //   CHAT_TEST_DATABASE_URL  mysql://user:pass@host:port (default mysql://chat:chat@127.0.0.1:3306)
-//   CHAT_TEST_REDIS_URL     redis://host:port (default redis://127.0.0.1:6379)
+//   CHAT_TEST_REDIS_URL     redis://host:port (default redis://127.0.0.1:6379), or a cluster's seed
+//                           nodes as redis+cluster://host:port,host:port,…
 
 import { spawn, spawnSync } from "node:child_process";
 import fs from "node:fs";
@@ -44,10 +45,12 @@ export async function freePort() {
 
 
 // ---------------------------------------------------------------------------------------------------
-// A minimal Redis client (RESP2 over a socket), enough to PUBLISH, read and clean up keys.
+// A minimal Redis client (RESP2 over a socket), enough to PUBLISH, read and clean up keys; on a
+// cluster (a redis+cluster:// URL) the same interface routes each command by following MOVED.
 
 export class Redis {
   static async connect(url = REDIS_URL) {
+    if (url.startsWith("redis+cluster://")) return ClusterRedis.connect(url);
     const u = new URL(url);
     const sock = net.connect(Number(u.port || 6379), u.hostname || "127.0.0.1");
     await new Promise((resolve, reject) => {
@@ -90,6 +93,11 @@ export class Redis {
     return p;
   }
 
+  /** The publish command the services subscribe to in this mode. */
+  get publish() {
+    return "PUBLISH";
+  }
+
   /** Deletes every key under `pattern` (SCAN + DEL). */
   async deletePattern(pattern) {
     let cursor = "0";
@@ -102,6 +110,109 @@ export class Redis {
 
   close() {
     this.sock.destroy();
+  }
+}
+
+/** CRC16/XMODEM of a key's hash tag (or of the key), mod 16384: its Redis Cluster slot. */
+function slotOf(key) {
+  const open = key.indexOf("{");
+  if (open >= 0) {
+    const close = key.indexOf("}", open + 1);
+    if (close > open + 1) key = key.slice(open + 1, close);
+  }
+  let crc = 0;
+  for (const b of Buffer.from(key)) {
+    crc ^= b << 8;
+    for (let i = 0; i < 8; i++) crc = crc & 0x8000 ? ((crc << 1) ^ 0x1021) & 0xffff : (crc << 1) & 0xffff;
+  }
+  return crc % 16384;
+}
+
+/** A Redis Cluster: one connection per node; each command goes to its key's slot's node, learnt
+ * from MOVED replies (so it follows a failover too). */
+class ClusterRedis {
+  static async connect(url) {
+    const seeds = url
+      .slice("redis+cluster://".length)
+      .split(",")
+      .map((s) => s.trim().replace(/^redis:\/\//, ""))
+      .filter(Boolean);
+    const c = new ClusterRedis(seeds);
+    await c.node(seeds[0]);
+    return c;
+  }
+
+  constructor(seeds) {
+    this.seeds = seeds;
+    this.nodes = new Map();
+    this.slots = new Map();
+  }
+
+  node(addr) {
+    let n = this.nodes.get(addr);
+    if (!n) {
+      n = Redis.connect(`redis://${addr}`);
+      n.catch(() => this.nodes.delete(addr));
+      this.nodes.set(addr, n);
+    }
+    return n;
+  }
+
+  get publish() {
+    return "SPUBLISH";
+  }
+
+  async command(...args) {
+    const slot = args.length > 1 ? slotOf(String(args[1])) : -1;
+    let addr = this.slots.get(slot) || this.seeds[0];
+    for (let attempt = 0; ; attempt++) {
+      let n;
+      try {
+        n = await this.node(addr);
+        return await n.command(...args);
+      } catch (e) {
+        const moved = /^MOVED \d+ (\S+)/.exec(e.message || "");
+        if (attempt >= 20) throw e;
+        if (moved) {
+          addr = moved[1];
+          this.slots.set(slot, addr);
+        } else if (!e.message || /closed|ECONNREFUSED|ECONNRESET|CLUSTERDOWN|TRYAGAIN/.test(e.message)) {
+          // A node went away (a failover): try the others until the slot's new owner answers.
+          this.nodes.delete(addr);
+          addr = this.seeds[(this.seeds.indexOf(addr) + 1) % this.seeds.length];
+          await sleep(200);
+        } else {
+          throw e;
+        }
+      }
+    }
+  }
+
+  /** The masters' addresses, from CLUSTER NODES. */
+  async masters() {
+    const text = await this.command("CLUSTER", "NODES");
+    return text
+      .split("\n")
+      .map((l) => l.split(" "))
+      .filter((f) => f.length > 2 && f[2].includes("master") && !f[2].includes("fail"))
+      .map((f) => f[1].split("@")[0]);
+  }
+
+  /** Deletes every key under `pattern`: SCAN on every master, DEL one key at a time (slots differ). */
+  async deletePattern(pattern) {
+    for (const addr of await this.masters()) {
+      const n = await this.node(addr);
+      let cursor = "0";
+      do {
+        const [next, keys] = await n.command("SCAN", cursor, "MATCH", pattern, "COUNT", 1000);
+        cursor = next;
+        await Promise.all(keys.map((k) => this.command("DEL", k)));
+      } while (cursor !== "0");
+    }
+  }
+
+  close() {
+    for (const n of this.nodes.values()) n.then((c) => c.close()).catch(() => {});
   }
 }
 

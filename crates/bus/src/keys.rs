@@ -11,12 +11,13 @@
 //!
 //! The user's REST rate limit and revoked tokens share the hash tag `{u:<user>}`, so one script checks both
 //! in a single round trip (and stays legal on Redis Cluster).
-//! | `P:v1:{u:<user>}:presence` | sorted set | the user's live connections (any gateway), scored by heartbeat expiry (ms, Redis clock) |
+//! | `P:v1:revoked` | sorted set | the revocation log: `<user>\|<jti>` scored by when it was revoked (ms, Redis clock), the last 24 h; gateways read what is new since their last look instead of checking every socket's token |
+//! | `P:v1:{u:<user>}:presence` | sorted set | the user's connections: `<gateway>\|<connection>` scored by when they connected (ms); written only at connect and disconnect; a member counts while its gateway is alive |
 //! | `P:v1:{u:<user>}:lastseen` | string | when the user's last connection closed (ms); also persisted to `users.last_seen` through the stream |
-//! | `P:v1:gw:alive` | sorted set | gateway id → heartbeat expiry (ms): a gateway missing here is dead, and another one cleans up its connections |
-//! | `P:v1:gw:<id>:conns` | hash | a gateway's connections: connection id → user id |
+//! | `P:v1:gw:alive` | sorted set | gateway id → heartbeat expiry (ms): a gateway whose expiry passed is dead, and another one cleans up its connections |
+//! | `P:v1:gw:<id>:conns` | hash | a gateway's connections: connection id → `<user>\|<session pid>` (the pid empty when none) |
 //! | `P:v1:gw:<id>:reaper` | string | the gateway cleaning up after dead gateway `<id>` (a lease: `SET NX PX`) |
-//! | `P:v1:sio:<pid>` | string, TTL | a Socket.IO session that may be recovered (JSON), refreshed while connected |
+//! | `P:v1:sio:<pid>` | string, TTL | a Socket.IO session that may be recovered (JSON): 24 h while its socket is connected (saved again after 12 h), the recovery window once it is gone |
 //! | `P:v1:mid:<message>` | string, 24 h | the room of a recent message (edits and deletes find it before MySQL has it) |
 //! | `P:v1:ctl` | channel | control messages from the API to every gateway (membership and token changes) |
 //! | `P:v1:{s}:room:<room>:…` | | a room's counters, logs and channel: see `chat_realtime::RoomKeys` |
@@ -72,12 +73,17 @@ impl Keys {
         format!("{}:{{u:{user}}}:lastseen", self.prefix)
     }
 
+    /// The revocation log: `<user>|<jti>` → when (ms).
+    pub fn revocations(&self) -> String {
+        format!("{}:revoked", self.prefix)
+    }
+
     /// Gateway id → heartbeat expiry (ms).
     pub fn gateways_alive(&self) -> String {
         format!("{}:gw:alive", self.prefix)
     }
 
-    /// A gateway's connections: connection id → user id.
+    /// A gateway's connections: connection id → `<user>|<pid>`.
     pub fn gateway_conns(&self, gateway: &str) -> String {
         format!("{}:gw:{gateway}:conns", self.prefix)
     }

@@ -334,7 +334,7 @@ impl Bus {
                 .arg(encode(env));
         }
         let mut c = self.conn().await?;
-        Ok(pipe.query_async(&mut *c).await?)
+        Ok(c.spread(&pipe).await?)
     }
 
     /// Appends raw `e` payloads to one shard's stream, pipelined (for tests that need undecodable

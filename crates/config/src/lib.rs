@@ -60,8 +60,14 @@ pub struct Config {
     /// `mysql://user:pass@host:port/db`
     pub database_url: Secret,
     pub database_max_connections: u32,
-    /// `redis://host:port`
+    /// `redis://host:port`, or a Redis Cluster's seed nodes as `redis+cluster://host:port,host:port`
+    /// (`REDIS_CLUSTER_NODES=host:port,…` sets it in that form).
     pub redis_url: Secret,
+    /// Replicas a durable write waits for before it is acknowledged (`WAIT n`): `None` is the
+    /// mode's default (1 on a cluster, 0 on a single Redis).
+    pub redis_wait_replicas: Option<u32>,
+    /// How long a durable write waits for them (`REDIS_WAIT_TIMEOUT_MS`, default 500).
+    pub redis_wait_timeout: Duration,
     /// Prefix of every Redis key and channel (isolates deployments and tests sharing one Redis).
     pub redis_prefix: String,
     pub jwt_secret: Secret,
@@ -99,7 +105,9 @@ pub struct Config {
     /// Take the client address from `X-Forwarded-For` (only behind a trusted proxy).
     pub trust_proxy: bool,
     pub log_format: LogFormat,
-    /// Number of Redis stream shards (rooms are spread over them by hash).
+    /// Number of Redis stream shards (rooms are spread over them by hash; each shard is one hash
+    /// tag, so one Redis Cluster slot). Default 8 on a single Redis, 16 on a cluster (so three
+    /// masters get 4–6 shards each; raise it before adding masters: changing it moves rooms).
     pub shards: u16,
     /// Entries kept in each room's recent logs in Redis (`RECENT_LOG_SIZE`, default 1000): what a
     /// reconnecting client can recover, and how far the API's history can run ahead of MySQL.
@@ -234,13 +242,40 @@ impl Config {
                 "is required when APP_ENV=production",
             ));
         }
-        let redis_url = r.string("REDIS_URL", "redis://127.0.0.1:6379");
-        if !redis_url.starts_with("redis://") && !redis_url.starts_with("rediss://") {
+        let cluster_nodes = r.string("REDIS_CLUSTER_NODES", "");
+        let redis_url = if cluster_nodes.trim().is_empty() {
+            r.string("REDIS_URL", "redis://127.0.0.1:6379")
+        } else {
+            format!("redis+cluster://{}", cluster_nodes.trim())
+        };
+        let cluster = redis_url.starts_with("redis+cluster://");
+        let (scheme_ok, nodes_ok) = match redis_url.strip_prefix("redis+cluster://") {
+            Some(nodes) => (true, nodes.split(',').any(|n| !n.trim().is_empty())),
+            None => (
+                redis_url.starts_with("redis://") || redis_url.starts_with("rediss://"),
+                true,
+            ),
+        };
+        if !scheme_ok {
             return Err(invalid(
                 "REDIS_URL",
-                "must start with redis:// or rediss://",
+                "must start with redis://, rediss:// or redis+cluster://",
             ));
         }
+        if !nodes_ok {
+            return Err(invalid(
+                if cluster_nodes.trim().is_empty() {
+                    "REDIS_URL"
+                } else {
+                    "REDIS_CLUSTER_NODES"
+                },
+                "must name at least one host:port",
+            ));
+        }
+        let redis_wait_replicas = match get("REDIS_WAIT_REPLICAS") {
+            Some(_) => Some(r.num("REDIS_WAIT_REPLICAS", 0, 0, 16)?),
+            None => None,
+        };
         let redis_prefix = r.string("REDIS_PREFIX", "chat");
         if redis_prefix.is_empty()
             || !redis_prefix
@@ -268,6 +303,13 @@ impl Config {
             database_url: Secret(database_url),
             database_max_connections: r.num("DATABASE_MAX_CONNECTIONS", 10, 1, 1000)?,
             redis_url: Secret(redis_url),
+            redis_wait_replicas,
+            redis_wait_timeout: Duration::from_millis(r.num(
+                "REDIS_WAIT_TIMEOUT_MS",
+                500,
+                1,
+                60_000,
+            )?),
             redis_prefix,
             jwt_secret: Secret(jwt_secret),
             access_token_ttl: Duration::from_secs(r.num(
@@ -323,7 +365,7 @@ impl Config {
             },
             trust_proxy: r.flag("TRUST_PROXY", false)?,
             log_format,
-            shards: r.num("SHARDS", 8, 1, 1024)?,
+            shards: r.num("SHARDS", if cluster { 16 } else { 8 }, 1, 1024)?,
             worker: WorkerConfig {
                 batch_size: r.num("WORKER_BATCH_SIZE", 1000, 1, 10_000)?,
                 batch_max_wait: Duration::from_millis(r.num(
@@ -531,6 +573,32 @@ mod tests {
     }
 
     #[test]
+    fn a_redis_cluster_is_named_by_its_seed_nodes() {
+        let c = cfg(&[]).expect("defaults are valid");
+        assert_eq!(c.redis_url.expose(), "redis://127.0.0.1:6379");
+        assert_eq!(c.redis_wait_replicas, None);
+        assert_eq!(c.redis_wait_timeout, Duration::from_millis(500));
+        assert_eq!(c.shards, 8);
+        let c = cfg(&[
+            ("REDIS_URL", "redis://ignored:6379"),
+            ("REDIS_CLUSTER_NODES", "127.0.0.1:7000,127.0.0.1:7001 "),
+            ("REDIS_WAIT_REPLICAS", "0"),
+            ("REDIS_WAIT_TIMEOUT_MS", "250"),
+        ])
+        .expect("valid");
+        assert_eq!(
+            c.redis_url.expose(),
+            "redis+cluster://127.0.0.1:7000,127.0.0.1:7001"
+        );
+        assert_eq!(c.redis_wait_replicas, Some(0));
+        assert_eq!(c.redis_wait_timeout, Duration::from_millis(250));
+        assert_eq!(c.shards, 16, "a cluster spreads rooms over more slots");
+        let c = cfg(&[("REDIS_URL", "redis+cluster://h:7000"), ("SHARDS", "64")]).expect("valid");
+        assert_eq!(c.redis_url.expose(), "redis+cluster://h:7000");
+        assert_eq!(c.shards, 64);
+    }
+
+    #[test]
     fn web_client_settings() {
         let c = cfg(&[]).expect("defaults are valid");
         assert_eq!(c.web_dir.as_deref(), Some("web/dist"));
@@ -573,6 +641,10 @@ mod tests {
             ("LOG_FORMAT", "xml"),
             ("RUN_MIGRATIONS", "maybe"),
             ("REDIS_URL", "http://x"),
+            ("REDIS_URL", "redis+cluster://"),
+            ("REDIS_CLUSTER_NODES", " , "),
+            ("REDIS_WAIT_REPLICAS", "-1"),
+            ("REDIS_WAIT_TIMEOUT_MS", "0"),
             ("REDIS_PREFIX", "a b"),
             ("BIND_HOST", "nowhere"),
             ("WORKER_BATCH_SIZE", "0"),

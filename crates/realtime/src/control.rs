@@ -65,19 +65,28 @@ impl Realtime {
             )),
             Control::TokenRevoked { .. } => None,
         };
+        let publish = self.bus.publish_command();
         let mut pipe = redis::pipe();
         if let Some((room, text)) = room_event {
-            pipe.cmd("PUBLISH")
+            pipe.cmd(publish)
                 .arg(self.room(room).channel())
                 .arg(text)
                 .ignore();
         }
-        pipe.cmd("PUBLISH")
+        pipe.cmd(publish)
             .arg(self.control_channel())
             .arg(serde_json::to_string(c).unwrap_or_default())
             .ignore();
         let mut conn = self.bus.conn().await?;
-        let () = pipe.query_async(&mut *conn).await?;
+        if conn.is_cluster() {
+            // The two channels live on different shards: publish the room event first, so that
+            // gateways see it before the control message acts on the sockets.
+            for cmd in pipe.cmd_iter() {
+                let _: redis::Value = cmd.query_async(&mut *conn).await?;
+            }
+        } else {
+            let () = pipe.query_async(&mut *conn).await?;
+        }
         Ok(())
     }
 
@@ -94,7 +103,7 @@ impl Realtime {
         exclude: Option<Uuid>,
     ) -> RtResult<()> {
         let mut conn = self.bus.conn().await?;
-        let _: i64 = redis::cmd("PUBLISH")
+        let _: i64 = redis::cmd(self.bus.publish_command())
             .arg(self.room(room).channel())
             .arg(volatile(event, data, exclude))
             .query_async(&mut *conn)
@@ -102,7 +111,8 @@ impl Realtime {
         Ok(())
     }
 
-    /// [`Realtime::publish_volatile`] of one event to many rooms, in one round trip.
+    /// [`Realtime::publish_volatile`] of one event to many rooms, in one round trip (on a cluster,
+    /// one per room, all at once).
     ///
     /// # Errors
     /// Redis failures.
@@ -118,13 +128,12 @@ impl Realtime {
         let text = volatile(event, data, None);
         let mut pipe = redis::pipe();
         for r in rooms {
-            pipe.cmd("PUBLISH")
+            pipe.cmd(self.bus.publish_command())
                 .arg(self.room(*r).channel())
-                .arg(&text)
-                .ignore();
+                .arg(&text);
         }
         let mut conn = self.bus.conn().await?;
-        let () = pipe.query_async(&mut *conn).await?;
+        let _: Vec<redis::Value> = conn.spread(&pipe).await?;
         Ok(())
     }
 }

@@ -84,6 +84,12 @@ pub enum RtError {
     NotFound(String),
     #[error("rate limit exceeded, retry in {} ms", retry_after.as_millis())]
     RateLimited { retry_after: Duration },
+    /// The write went through on its Redis master but not enough replicas confirmed it in time
+    /// (`REDIS_WAIT_REPLICAS`, `REDIS_WAIT_TIMEOUT_MS`): it is not acknowledged, since one crash
+    /// could still lose it. A retry with the same `clientMsgId` returns the original once it is
+    /// replicated, never a second copy.
+    #[error("not confirmed by a Redis replica in time; retry (with the same clientMsgId)")]
+    NotReplicated,
     /// Redis or MySQL failed; logged where it happened.
     #[error("service temporarily unavailable")]
     Unavailable(#[source] anyhow::Error),
@@ -97,6 +103,7 @@ impl RtError {
             RtError::Forbidden(_) => "FORBIDDEN",
             RtError::NotFound(_) => "NOT_FOUND",
             RtError::RateLimited { .. } => "RATE_LIMITED",
+            RtError::NotReplicated => "NOT_REPLICATED",
             RtError::Unavailable(_) => "UNAVAILABLE",
         }
     }
@@ -190,6 +197,11 @@ impl Realtime {
     /// The keys and channel of a room.
     pub fn room(&self, room: uuid::Uuid) -> RoomKeys {
         RoomKeys::new(self.bus.keys(), room, self.cfg.shards)
+    }
+
+    /// The room scripts of this bus's mode.
+    pub(crate) fn scripts(&self) -> &'static scripts::Scripts {
+        scripts::scripts(self.bus.publish_command())
     }
 
     /// The channel every gateway listens to for [`Control`] messages.

@@ -30,7 +30,7 @@ local function room_event(pos_key, log_key, channel, cap, ttl, name, data, now_u
   local n = redis.call('ZCARD', log_key)
   if n > cap then redis.call('ZREMRANGEBYRANK', log_key, 0, n - cap - 1) end
   redis.call('PEXPIRE', log_key, ttl)
-  redis.call('PUBLISH', channel, ev)
+  redis.call('__PUBLISH__', channel, ev)
   return ps
 end
 
@@ -208,9 +208,33 @@ room_event(KEYS[4], KEYS[5], KEYS[7], tonumber(ARGV[9]), ttl, name, data, sec * 
 return {'ok', ws}
 "#;
 
-pub(crate) static SEND_SCRIPT: LazyLock<Script> =
-    LazyLock::new(|| Script::new(&format!("{PRELUDE}{SEND}")));
-pub(crate) static MUTATE_SCRIPT: LazyLock<Script> =
-    LazyLock::new(|| Script::new(&format!("{PRELUDE}{MUTATE}")));
-pub(crate) static CURSOR_SCRIPT: LazyLock<Script> =
-    LazyLock::new(|| Script::new(&format!("{PRELUDE}{CURSOR}")));
+/// The three scripts, for one mode: on a cluster they publish with `SPUBLISH` (sharded pub/sub: the
+/// channel is in `KEYS`, in the same slot as the room's other keys), on a single Redis with `PUBLISH`.
+pub(crate) struct Scripts {
+    pub send: Script,
+    pub mutate: Script,
+    pub cursor: Script,
+}
+
+impl Scripts {
+    fn new(publish: &str) -> Self {
+        let prelude = PRELUDE.replace("__PUBLISH__", publish);
+        Self {
+            send: Script::new(&format!("{prelude}{SEND}")),
+            mutate: Script::new(&format!("{prelude}{MUTATE}")),
+            cursor: Script::new(&format!("{prelude}{CURSOR}")),
+        }
+    }
+}
+
+static SINGLE: LazyLock<Scripts> = LazyLock::new(|| Scripts::new("PUBLISH"));
+static CLUSTER: LazyLock<Scripts> = LazyLock::new(|| Scripts::new("SPUBLISH"));
+
+/// The scripts of the mode `publish` names (`PUBLISH` or `SPUBLISH`).
+pub(crate) fn scripts(publish: &str) -> &'static Scripts {
+    if publish == "SPUBLISH" {
+        &CLUSTER
+    } else {
+        &SINGLE
+    }
+}

@@ -2,7 +2,8 @@
 //! its own Redis key prefix, so tests run in parallel against one server without seeing each other.
 //!
 //! The server addresses come from `CHAT_TEST_DATABASE_URL` (a server URL without a database, default
-//! `mysql://chat:chat@127.0.0.1:3306`) and `CHAT_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`).
+//! `mysql://chat:chat@127.0.0.1:3306`) and `CHAT_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`; a
+//! cluster as `redis+cluster://host:port,…`).
 //! The database is dropped and the prefix's keys deleted when the [`TestEnv`] is dropped.
 
 use chat_store::Store;
@@ -106,17 +107,19 @@ impl Drop for TestEnv {
                     )
                     .await;
                 }
-                if let Ok(client) = deadpool_redis::redis::Client::open(redis.as_str()) {
-                    if let Ok(mut c) = client.get_multiplexed_async_connection().await {
+                // Through the bus, so a cluster works too: KEYS asks every master, DEL splits its
+                // keys by slot.
+                if let Ok(bus) = chat_bus::Bus::new(&redis, &prefix) {
+                    if let Ok(mut c) = bus.conn().await {
                         let keys: Vec<String> = deadpool_redis::redis::cmd("KEYS")
                             .arg(format!("{prefix}:*"))
-                            .query_async(&mut c)
+                            .query_async(&mut *c)
                             .await
                             .unwrap_or_default();
                         for chunk in keys.chunks(500) {
                             let _: Result<(), _> = deadpool_redis::redis::cmd("DEL")
                                 .arg(chunk)
-                                .query_async(&mut c)
+                                .query_async(&mut *c)
                                 .await;
                         }
                     }

@@ -35,8 +35,7 @@ impl Application {
         if config.run_migrations {
             store.migrate().await.context("applying migrations")?;
         }
-        let bus = Bus::new(config.redis_url.expose(), &config.redis_prefix)
-            .context("configuring Redis")?;
+        let bus = Bus::from_config(&config).context("configuring Redis")?;
         let tokens = TokenKeys::new(
             config.jwt_secret.expose().as_bytes(),
             config.access_token_ttl,

@@ -1,4 +1,5 @@
-//! The fan-out: one task per gateway owns the room registry and the one pub/sub connection.
+//! The fan-out: one task per gateway owns the room registry and the one subscriber (see
+//! [`crate::subscriber`] for its connection, re-subscription and refill after a loss).
 //!
 //! * A room's channel is subscribed while at least one local socket is in the room, and unsubscribed
 //!   when the last one leaves.
@@ -15,9 +16,8 @@
 //!   here, in channel order after the room event that announced them.
 
 use crate::state::{ClientSocket, Gateway};
+use chat_bus::pubsub::Sink;
 use chat_realtime::{Control, LogEvent, RoomEvent};
-use deadpool_redis::redis;
-use futures_util::StreamExt as _;
 use sio::{Class, Frame, SendError, Sid};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
@@ -83,23 +83,23 @@ impl FanoutHandle {
     }
 }
 
-struct RoomSubs {
+pub(crate) struct RoomSubs {
     /// Local sockets, each with the position up to which it has been served already (by a replay).
-    sockets: Vec<(ClientSocket, u64)>,
+    pub(crate) sockets: Vec<(ClientSocket, u64)>,
     /// The position of the last durable event forwarded (0: none yet).
-    last_pos: u64,
+    pub(crate) last_pos: u64,
 }
 
-struct Fanout {
-    gw: Arc<Gateway>,
-    rooms: HashMap<Uuid, RoomSubs>,
-    control: String,
+pub(crate) struct Fanout {
+    pub(crate) gw: Arc<Gateway>,
+    pub(crate) rooms: HashMap<Uuid, RoomSubs>,
+    pub(crate) control: String,
     /// Rooms whose last socket went away during a delivery: unsubscribed after it.
-    emptied: Vec<Uuid>,
+    pub(crate) emptied: Vec<Uuid>,
 }
 
 /// The room of a channel name `…:room:<uuid>:ch`.
-fn room_of(channel: &str) -> Option<Uuid> {
+pub(crate) fn room_of(channel: &str) -> Option<Uuid> {
     let rest = channel.strip_suffix(":ch")?;
     Uuid::parse_str(rest.rsplit(':').next()?).ok()
 }
@@ -133,6 +133,28 @@ fn frames_for(ev: &RoomEvent<'_>) -> Vec<Frame> {
 }
 
 impl Fanout {
+    pub(crate) fn new(gw: Arc<Gateway>) -> Self {
+        Self {
+            control: gw.rt.control_channel(),
+            gw,
+            rooms: HashMap::new(),
+            emptied: Vec::new(),
+        }
+    }
+
+    /// The channels this gateway must be subscribed to: control, and every room with a local
+    /// socket.
+    pub(crate) fn channels(&self) -> Vec<String> {
+        let mut channels = vec![self.control.clone()];
+        channels.extend(self.rooms.keys().map(|r| self.gw.rt.room(*r).channel()));
+        channels
+    }
+
+    /// Whether `channel` is one this gateway wants (control, or a room it is in).
+    pub(crate) fn wants(&self, channel: &str) -> bool {
+        channel == self.control || room_of(channel).is_some_and(|r| self.rooms.contains_key(&r))
+    }
+
     /// Queues an event on the room's sockets (those not already served past it). With tracing export
     /// on, an event that carries its sender's `traceparent` (`tp`) is delivered in a short span
     /// `chat.fanout`, a child of the sender's span; otherwise nothing but a flag is checked.
@@ -213,7 +235,7 @@ impl Fanout {
     }
 
     /// Forwards a channel message of `room`, refilling a gap from the room log first.
-    async fn on_room_message(&mut self, room: Uuid, text: &str) {
+    pub(crate) async fn on_room_message(&mut self, room: Uuid, text: &str) {
         let ev = match RoomEvent::parse(text) {
             Ok(ev) => ev,
             Err(e) => {
@@ -240,7 +262,7 @@ impl Fanout {
     }
 
     /// Forwards the room's logged events in (`after`, `before`) to its sockets.
-    async fn refill(&mut self, room: Uuid, after: u64, before: Option<u64>) {
+    pub(crate) async fn refill(&mut self, room: Uuid, after: u64, before: Option<u64>) {
         match self.gw.rt.log_range(&[room], after, before).await {
             Ok(events) => {
                 for e in &events {
@@ -256,7 +278,7 @@ impl Fanout {
         }
     }
 
-    async fn on_control(&mut self, text: &str, sink: &mut redis::aio::PubSubSink) {
+    pub(crate) async fn on_control(&mut self, text: &str, sink: &mut Sink) {
         let c: Control = match serde_json::from_str(text) {
             Ok(c) => c,
             Err(e) => {
@@ -290,12 +312,7 @@ impl Fanout {
     }
 
     /// Takes `user`'s sockets (everyone's with `None`) out of `room`.
-    async fn remove_from_room(
-        &mut self,
-        room: Uuid,
-        user: Option<Uuid>,
-        sink: &mut redis::aio::PubSubSink,
-    ) {
+    async fn remove_from_room(&mut self, room: Uuid, user: Option<Uuid>, sink: &mut Sink) {
         let Some(subs) = self.rooms.get_mut(&room) else {
             return;
         };
@@ -312,19 +329,19 @@ impl Fanout {
         }
     }
 
-    async fn drop_room(&mut self, room: Uuid, sink: &mut redis::aio::PubSubSink) {
+    pub(crate) async fn drop_room(&mut self, room: Uuid, sink: &mut Sink) {
         if self.rooms.remove(&room).is_some() {
             self.gw
                 .metrics
                 .rooms_subscribed
                 .store(i64::try_from(self.rooms.len()).unwrap_or(0), Relaxed);
-            if let Err(e) = sink.unsubscribe(self.gw.rt.room(room).channel()).await {
+            if let Err(e) = sink.unsubscribe(&self.gw.rt.room(room).channel()).await {
                 tracing::debug!(room = %room, error = %e, "unsubscribe failed");
             }
         }
     }
 
-    async fn on_cmd(&mut self, cmd: Cmd, sink: &mut redis::aio::PubSubSink) {
+    pub(crate) async fn on_cmd(&mut self, cmd: Cmd, sink: &mut Sink) {
         match cmd {
             Cmd::Join {
                 rooms,
@@ -384,11 +401,12 @@ impl Fanout {
     /// Subscribes the room's channel if this gateway is not in it yet, starting its position at
     /// the room's current one (so a message lost by pub/sub right after is noticed as a gap).
     /// Returns false when Redis refused.
-    async fn ensure_room(&mut self, room: Uuid, sink: &mut redis::aio::PubSubSink) -> bool {
+    async fn ensure_room(&mut self, room: Uuid, sink: &mut Sink) -> bool {
         if self.rooms.contains_key(&room) {
             return true;
         }
-        if let Err(e) = sink.subscribe(self.gw.rt.room(room).channel()).await {
+        let channel = self.gw.rt.room(room).channel();
+        if let (_, Some(e)) = sink.subscribe(std::slice::from_ref(&channel)).await {
             self.gw.metrics.redis_errors.fetch_add(1, Relaxed);
             tracing::warn!(room = %room, error = %e, "subscribe failed");
             return false;
@@ -458,101 +476,6 @@ fn push_resync(frames: &mut Vec<Frame>, room: Uuid, reason: &str) {
     let data = serde_json::json!({"roomId": room, "reason": reason});
     if let Ok(f) = Frame::event("/", "resync", &(data,)) {
         frames.push(f);
-    }
-}
-
-/// How often the pub/sub connection is pinged (and how long an answer may take).
-const PUBSUB_PING: Duration = Duration::from_secs(5);
-
-/// Runs the fan-out until the command channel closes.
-pub async fn run(gw: Arc<Gateway>, mut rx: mpsc::UnboundedReceiver<Cmd>, client: redis::Client) {
-    let mut f = Fanout {
-        control: gw.rt.control_channel(),
-        gw,
-        rooms: HashMap::new(),
-        emptied: Vec::new(),
-    };
-    let mut backoff = Duration::from_millis(100);
-    let mut first = true;
-    loop {
-        let pubsub = match client.get_async_pubsub().await {
-            Ok(p) => p,
-            Err(e) => {
-                f.gw.metrics.redis_errors.fetch_add(1, Relaxed);
-                tracing::warn!(error = %e, "pub/sub connection failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                continue;
-            }
-        };
-        let (mut sink, mut stream) = pubsub.split();
-        let mut channels = vec![f.control.clone()];
-        channels.extend(f.rooms.keys().map(|r| f.gw.rt.room(*r).channel()));
-        if let Err(e) = sink.subscribe(&channels).await {
-            f.gw.metrics.redis_errors.fetch_add(1, Relaxed);
-            tracing::warn!(error = %e, "pub/sub subscribe failed; reconnecting");
-            tokio::time::sleep(backoff).await;
-            continue;
-        }
-        backoff = Duration::from_millis(100);
-        if !first {
-            f.gw.metrics.pubsub_reconnects.fetch_add(1, Relaxed);
-            tracing::info!(
-                rooms = f.rooms.len(),
-                "pub/sub reconnected; refilling rooms from their logs"
-            );
-            let rooms: Vec<(Uuid, u64)> = f.rooms.iter().map(|(r, s)| (*r, s.last_pos)).collect();
-            for (room, last) in rooms {
-                f.refill(room, last, None).await;
-            }
-            // Control messages published meanwhile are lost: re-check tokens and rooms now.
-            let gw = f.gw.clone();
-            tokio::spawn(async move { gw.recheck().await });
-        }
-        first = false;
-        // A silently dead connection (no FIN: a partition, a dropped NAT entry) would stop the
-        // fan-out for good: ping it, and reconnect when the answer does not come.
-        let mut keepalive = tokio::time::interval(PUBSUB_PING);
-        keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        keepalive.tick().await;
-        loop {
-            for room in std::mem::take(&mut f.emptied) {
-                if f.rooms.get(&room).is_some_and(|s| s.sockets.is_empty()) {
-                    f.drop_room(room, &mut sink).await;
-                }
-            }
-            tokio::select! {
-                _ = keepalive.tick() => {
-                    let ping = tokio::time::timeout(PUBSUB_PING, sink.ping::<redis::Value>()).await;
-                    if !matches!(ping, Ok(Ok(_))) {
-                        f.gw.metrics.redis_errors.fetch_add(1, Relaxed);
-                        tracing::warn!("pub/sub connection not answering pings; reconnecting");
-                        break;
-                    }
-                }
-                cmd = rx.recv() => match cmd {
-                    Some(cmd) => f.on_cmd(cmd, &mut sink).await,
-                    None => return,
-                },
-                msg = stream.next() => match msg {
-                    Some(msg) => {
-                        // Borrowed from the message: nothing is copied per event.
-                        let channel = msg.get_channel_name();
-                        let Ok(text) = std::str::from_utf8(msg.get_payload_bytes()) else { continue };
-                        if channel == f.control {
-                            f.on_control(text, &mut sink).await;
-                        } else if let Some(room) = room_of(channel) {
-                            f.on_room_message(room, text).await;
-                        }
-                    }
-                    None => {
-                        f.gw.metrics.redis_errors.fetch_add(1, Relaxed);
-                        tracing::warn!("pub/sub connection lost; reconnecting");
-                        break;
-                    }
-                },
-            }
-        }
     }
 }
 

@@ -80,6 +80,10 @@ impl From<RtError> for Failure {
                 tracing::error!(error = %err, "room operation failed");
                 Failure::new("UNAVAILABLE", "service temporarily unavailable; retry")
             }
+            RtError::NotReplicated => {
+                tracing::warn!("a write was not confirmed by a Redis replica in time");
+                Failure::new(e.code(), e.to_string())
+            }
             other => Failure::new(other.code(), other.to_string()),
         }
     }
@@ -91,6 +95,13 @@ fn unavailable(what: &str, e: impl std::fmt::Display) -> Failure {
 }
 
 type Reply = Result<Value, Failure>;
+
+/// Seconds since the epoch (the local clock: only compared with itself).
+pub(crate) fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
 
 /// The first argument of an event, which must be an object.
 struct Args<'a>(&'a Map<String, Value>);
@@ -269,7 +280,8 @@ impl Gateway {
         Ok(Accept::new(Client {
             user: claims.sub,
             jti: claims.jti,
-            conn_id: Uuid::new_v4().simple().to_string(),
+            conn_id: Client::new_conn_id(&self.config.gateway.id),
+            session_saved: 0.into(),
             rooms: Mutex::new(rooms),
             recovered_from,
         }))
@@ -302,6 +314,7 @@ impl Gateway {
                 "rooms": d.room_list(),
             }),),
         );
+        self.session_save(&socket).await;
         self.presence_connect(&socket).await;
     }
 
@@ -383,16 +396,19 @@ impl Gateway {
         }
     }
 
-    /// Saves the socket's recovery session (its rooms) now, rather than at the next heartbeat.
-    fn session_save(&self, socket: &ClientSocket) -> sio::BoxFuture<()> {
-        use sio::RecoveryStore as _;
+    /// Saves the socket's recovery session (its rooms) now: at connect, and whenever its rooms
+    /// change.
+    pub(crate) fn session_save(&self, socket: &ClientSocket) -> sio::BoxFuture<()> {
         match socket.pid() {
-            Some(pid) => self.recovery.save(sio::Session {
-                sid: socket.id(),
-                pid,
-                nsp: socket.nsp().to_owned(),
-                state: recovery_state_of(socket),
-            }),
+            Some(pid) => {
+                socket.data().session_saved.store(unix_secs(), Relaxed);
+                self.recovery.save_live(&sio::Session {
+                    sid: socket.id(),
+                    pid,
+                    nsp: socket.nsp().to_owned(),
+                    state: recovery_state_of(socket),
+                })
+            }
             None => Box::pin(async {}),
         }
     }

@@ -2,7 +2,8 @@
 //! over Redis.
 //!
 //! * [`handler`]: authentication at CONNECT and the client events of the wire contract.
-//! * [`fanout`]: the room registry and the pub/sub connection (encode once, write to every local socket).
+//! * [`fanout`]: the room registry (encode once, write to every local socket).
+//! * [`subscriber`]: the pub/sub connection (sharded on a cluster), re-subscription and gap refill.
 //! * [`presence`]: per-connection presence entries with expiring heartbeats; cleanup after dead gateways.
 //! * [`typing`]: throttled, expiring typing indicators.
 //! * [`recovery`]: Socket.IO sessions in Redis, so recovery works across gateways.
@@ -20,6 +21,7 @@ pub mod recheck;
 pub mod recovery;
 mod startup;
 pub mod state;
+pub mod subscriber;
 pub mod typing;
 
 pub use startup::Application;

@@ -37,11 +37,12 @@ pub const EVENTS_OUT: [&str; 12] = [
 ];
 
 /// Error codes counted in `chat_gateway_rejected_total`.
-pub const CODES: [&str; 6] = [
+pub const CODES: [&str; 7] = [
     "VALIDATION",
     "FORBIDDEN",
     "NOT_FOUND",
     "RATE_LIMITED",
+    "NOT_REPLICATED",
     "UNAVAILABLE",
     "UNAUTHORIZED",
 ];
@@ -65,6 +66,8 @@ pub struct Metrics {
     pub redis_errors: AtomicU64,
     pub mysql_errors: AtomicU64,
     pub pubsub_reconnects: AtomicU64,
+    /// Times Redis had lost this gateway's connections and they were written again.
+    pub presence_resyncs: AtomicU64,
     /// `send_message` from the event's arrival to its ack.
     pub send_latency: Histogram,
     /// From the send script's clock (the event position) to the frame queued on local sockets.
@@ -192,8 +195,14 @@ impl Metrics {
         counter(
             &mut o,
             "chat_gateway_pubsub_reconnects_total",
-            "Pub/sub connection re-establishments.",
+            "Pub/sub connection re-establishments (on a cluster: re-subscriptions after a node loss).",
             self.pubsub_reconnects.load(Relaxed),
+        );
+        counter(
+            &mut o,
+            "chat_gateway_presence_resyncs_total",
+            "Times Redis had lost this gateway's connections and they were written again.",
+            self.presence_resyncs.load(Relaxed),
         );
         counter(
             &mut o,

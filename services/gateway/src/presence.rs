@@ -1,17 +1,21 @@
-//! Presence: a user is online while any of their connections, on any gateway, has an unexpired entry
-//! in their presence set (`P:v1:{u:<user>}:presence`, connection id → expiry, Redis clock).
+//! Presence without per-socket heartbeats: a user is online while any of their connections is in
+//! their presence set (`P:v1:{u:<user>}:presence`, `<gateway>|<connection>` → connect time) and its
+//! gateway is alive (`P:v1:gw:alive`, gateway → liveness expiry, Redis clock).
 //!
-//! * Connect adds the entry; the user's rooms get `user_status {online: true}` when it was their first
-//!   live connection.
-//! * Every `PRESENCE_HEARTBEAT_SECS` the gateway pushes its entries' expiry `PRESENCE_TTL_SECS` ahead
-//!   (one pipeline for all its sockets), refreshes its own liveness entry and its sockets' recovery
-//!   sessions.
-//! * Disconnect removes the entry; when it was the last, `lastSeen` is stored in Redis, appended to the
-//!   persistence stream (the worker writes `users.last_seen`) and `user_status {online: false}` goes to
-//!   the user's rooms.
-//! * A gateway that dies stops heartbeating; the first other gateway to notice its liveness entry
-//!   expired claims it (`ZREM` returns 1 to exactly one) and disconnects its connections as above. So a
-//!   user whose gateway died is offline within `PRESENCE_TTL_SECS + PRESENCE_HEARTBEAT_SECS`.
+//! * Connect adds the entry (and the connection to the gateway's `conns` hash); the user's rooms get
+//!   `user_status {online: true}` when it was their first connection.
+//! * Disconnect removes it; when it was the last, `lastSeen` is stored in Redis, appended to the
+//!   persistence stream (the worker writes `users.last_seen`) and `user_status {online: false}` goes
+//!   to the user's rooms.
+//! * Between the two nothing is written per connection: every `PRESENCE_HEARTBEAT_SECS` a gateway
+//!   writes one liveness entry (expiring `PRESENCE_TTL_SECS` ahead) and looks at its `conns` hash:
+//!   gone while it has sockets means Redis lost its state (a restart without its data), and the
+//!   gateway writes its connections and sessions again.
+//! * A gateway that dies stops refreshing its liveness; its users stop counting as online at once
+//!   (readers skip members of dead gateways), and the first other gateway to notice takes a lease
+//!   on it and disconnects its connections as above (announcing them offline, cutting their
+//!   recovery sessions to the recovery window). So a user whose gateway died is announced offline
+//!   within `PRESENCE_TTL_SECS + PRESENCE_HEARTBEAT_SECS`.
 
 use crate::state::{ClientSocket, Gateway};
 use chat_bus::stream::{Envelope, Event, LastSeen};
@@ -21,33 +25,29 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, LazyLock};
 use uuid::Uuid;
 
-/// KEYS: presence set. ARGV: connection id, TTL ms. Returns the user's live connections before.
+/// KEYS: presence set. ARGV: connection id. Returns the user's connections before.
 static CONNECT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ttl = tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local before = redis.call('ZCARD', KEYS[1])
-redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ttl * 2)
+redis.call('ZADD', KEYS[1], now, ARGV[1])
 return before
 ",
     )
 });
 
 /// KEYS: presence set, last-seen key. ARGV: connection id, `1` when cleaning up after a dead gateway.
-/// Returns `{live connections left, now ms}`; the count is -1 when this call did not remove the entry
-/// (someone else already did) — except for a dead gateway's connections, which nobody else announces
-/// (their entries may have expired, or the whole set with them, before the cleanup came).
+/// Returns `{connections left, now ms}`; the count is -1 when this call did not remove the entry
+/// (someone else already did) — except for a dead gateway's connections, which nobody else
+/// announces (Redis may have lost their entries before the cleanup came).
 static DISCONNECT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local removed = redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local left = redis.call('ZCARD', KEYS[1])
 if removed == 0 and ARGV[2] ~= '1' then return {-1, now} end
 if left == 0 then redis.call('SET', KEYS[2], now, 'EX', 2592000) end
@@ -55,6 +55,24 @@ return {left, now}
 ",
     )
 });
+
+/// KEYS: the gateways' liveness set. ARGV: gateway id, TTL ms. Returns now (ms).
+static BEAT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+return now
+",
+    )
+});
+
+/// A connection's value in its gateway's `conns` hash: `<user>|<session pid>`.
+fn conns_value(socket: &ClientSocket) -> String {
+    let pid = socket.pid().map(|p| p.to_string()).unwrap_or_default();
+    format!("{}|{pid}", socket.data().user)
+}
 
 fn iso_ms(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
@@ -70,20 +88,20 @@ impl Gateway {
     pub async fn presence_connect(&self, socket: &ClientSocket) {
         let d = socket.data();
         let keys = self.bus.keys();
-        let ttl = u64::try_from(self.config.gateway.presence_ttl.as_millis()).unwrap_or(30_000);
         let res: anyhow::Result<i64> = async {
             let mut c = self.bus.conn().await?;
-            let before: i64 = CONNECT
-                .key(keys.presence_user(d.user))
-                .arg(&d.conn_id)
-                .arg(ttl)
-                .invoke_async(&mut *c)
-                .await?;
+            // The gateway's hash first: if this gateway dies between the two, the survivor that
+            // cleans up finds the connection (and removes an entry that may not exist yet).
             let _: i64 = redis::cmd("HSET")
                 .arg(keys.gateway_conns(&self.config.gateway.id))
                 .arg(&d.conn_id)
-                .arg(d.user.to_string())
+                .arg(conns_value(socket))
                 .query_async(&mut *c)
+                .await?;
+            let before: i64 = CONNECT
+                .key(keys.presence_user(d.user))
+                .arg(&d.conn_id)
+                .invoke_async(&mut *c)
                 .await?;
             Ok(before)
         }
@@ -179,83 +197,132 @@ impl Gateway {
         }
     }
 
-    /// One heartbeat: refresh every local connection's presence entry and recovery session, this
-    /// gateway's liveness, then clean up after gateways that died.
+    /// One heartbeat: this gateway's liveness (one command, however many sockets), a look at
+    /// whether Redis still has this gateway's connections (written again if not), the sessions of
+    /// long-lived sockets saved again, then the cleanup after gateways that died.
     pub async fn heartbeat(self: &Arc<Self>) {
-        let sockets = self.socket_list();
         let keys = self.bus.keys();
         let gw = &self.config.gateway;
         let ttl = i64::try_from(gw.presence_ttl.as_millis()).unwrap_or(30_000);
-        let res: anyhow::Result<i64> = async {
-            let mut c = self.bus.bulk_conn().await?;
-            let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut *c).await?;
-            let now = secs * 1000 + micros / 1000;
-            let conns = keys.gateway_conns(&gw.id);
-            for chunk in sockets.chunks(500) {
-                let mut pipe = redis::pipe();
-                // Sessions are saved whenever they change (connect, join, leave); a heartbeat only
-                // extends them, and saves again the ones Redis no longer has.
-                let mut refreshed = Vec::with_capacity(chunk.len());
-                // Checked here, after the awaits: a socket that left since the snapshot must not
-                // get its presence entry or its session back.
-                for s in chunk.iter().filter(|s| s.connected()) {
-                    let d = s.data();
-                    let p = keys.presence_user(d.user);
-                    pipe.cmd("ZADD")
-                        .arg(&p)
-                        .arg(now + ttl)
-                        .arg(&d.conn_id)
-                        .ignore();
-                    pipe.cmd("PEXPIRE").arg(&p).arg(ttl * 2).ignore();
-                    pipe.cmd("HSET")
-                        .arg(&conns)
-                        .arg(&d.conn_id)
-                        .arg(d.user.to_string())
-                        .ignore();
-                    if let Some(pid) = s.pid() {
-                        self.recovery.refresh_cmd(&mut pipe, pid);
-                        refreshed.push((s, pid));
-                    }
-                }
-                let alive: Vec<i64> = pipe.query_async(&mut *c).await?;
-                let mut lost = redis::pipe();
-                for ((s, pid), _) in refreshed.iter().zip(&alive).filter(|(_, a)| **a == 0) {
-                    if s.connected() {
-                        self.recovery.save_cmd(
-                            &mut lost,
-                            &sio::Session {
-                                sid: s.id(),
-                                pid: *pid,
-                                nsp: s.nsp().to_owned(),
-                                state: crate::handler::recovery_state_of(s),
-                            },
-                        );
-                    }
-                }
-                if lost.cmd_iter().next().is_some() {
-                    let () = lost.query_async(&mut *c).await?;
-                }
-            }
-            let _: i64 = redis::cmd("ZADD")
-                .arg(keys.gateways_alive())
-                .arg(now + ttl)
+        let res: anyhow::Result<(i64, bool)> = async {
+            let mut c = self.bus.conn().await?;
+            let now: i64 = BEAT
+                .key(keys.gateways_alive())
                 .arg(&gw.id)
+                .arg(ttl)
+                .invoke_async(&mut *c)
+                .await?;
+            let known: bool = redis::cmd("EXISTS")
+                .arg(keys.gateway_conns(&gw.id))
                 .query_async(&mut *c)
                 .await?;
-            Ok(now)
+            Ok((now, known))
         }
         .await;
         let now = match res {
-            Ok(now) => now,
+            Ok((now, known)) => {
+                let sockets = self.socket_list();
+                if !known && !sockets.is_empty() {
+                    tracing::warn!(
+                        sockets = sockets.len(),
+                        "Redis lost this gateway's connections: writing them again"
+                    );
+                    self.metrics.presence_resyncs.fetch_add(1, Relaxed);
+                    self.rewrite(&sockets).await;
+                } else {
+                    let old = crate::handler::unix_secs()
+                        .saturating_sub(crate::recovery::RESAVE_AFTER.as_secs());
+                    let stale: Vec<_> = sockets
+                        .into_iter()
+                        .filter(|s| s.data().session_saved.load(Relaxed) < old)
+                        .collect();
+                    if !stale.is_empty() {
+                        self.rewrite_sessions(&stale).await;
+                    }
+                }
+                now
+            }
             Err(e) => {
                 self.metrics.redis_errors.fetch_add(1, Relaxed);
-                tracing::warn!(error = %e, "presence heartbeat failed");
+                tracing::warn!(error = %e, "liveness heartbeat failed");
                 return;
             }
         };
         if let Err(e) = self.reap_dead_gateways(now).await {
             self.metrics.redis_errors.fetch_add(1, Relaxed);
             tracing::warn!(error = %e, "could not clean up after dead gateways");
+        }
+    }
+
+    /// Writes the presence entries, `conns` entries and sessions of `sockets` again (Redis lost
+    /// them), in chunks, each command to its key's node.
+    async fn rewrite(&self, sockets: &[ClientSocket]) {
+        let keys = self.bus.keys();
+        let conns = keys.gateway_conns(&self.config.gateway.id);
+        let res: anyhow::Result<()> = async {
+            let mut c = self.bus.bulk_conn().await?;
+            for chunk in sockets.chunks(500) {
+                let mut pipe = redis::pipe();
+                // Checked here, after the awaits: a socket that left since the snapshot must not
+                // get its entries back.
+                for s in chunk.iter().filter(|s| s.connected()) {
+                    let d = s.data();
+                    pipe.cmd("HSET")
+                        .arg(&conns)
+                        .arg(&d.conn_id)
+                        .arg(conns_value(s));
+                    pipe.cmd("ZADD")
+                        .arg(keys.presence_user(d.user))
+                        .arg("NX")
+                        .arg(0)
+                        .arg(&d.conn_id);
+                    self.session_cmd(&mut pipe, s);
+                }
+                let _: Vec<redis::Value> = c.spread(&pipe).await?;
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = res {
+            self.metrics.redis_errors.fetch_add(1, Relaxed);
+            tracing::warn!(error = %e, "connections not written again (next heartbeat retries)");
+        }
+    }
+
+    /// Saves the sessions of long-lived sockets again before they would expire.
+    async fn rewrite_sessions(&self, sockets: &[ClientSocket]) {
+        let res: anyhow::Result<()> = async {
+            let mut c = self.bus.bulk_conn().await?;
+            for chunk in sockets.chunks(500) {
+                let mut pipe = redis::pipe();
+                for s in chunk.iter().filter(|s| s.connected()) {
+                    self.session_cmd(&mut pipe, s);
+                }
+                let _: Vec<redis::Value> = c.spread(&pipe).await?;
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = res {
+            self.metrics.redis_errors.fetch_add(1, Relaxed);
+            tracing::warn!(error = %e, "sessions not saved again (next heartbeat retries)");
+        }
+    }
+
+    fn session_cmd(&self, pipe: &mut redis::Pipeline, s: &ClientSocket) {
+        if let Some(pid) = s.pid() {
+            s.data()
+                .session_saved
+                .store(crate::handler::unix_secs(), Relaxed);
+            self.recovery.save_live_cmd(
+                pipe,
+                &sio::Session {
+                    sid: s.id(),
+                    pid,
+                    nsp: s.nsp().to_owned(),
+                    state: crate::handler::recovery_state_of(s),
+                },
+            );
         }
     }
 
@@ -295,8 +362,15 @@ impl Gateway {
             tracing::info!(gateway = %id, connections = conns.len(), "gateway died: clearing its presence entries");
             let mut failed = 0usize;
             let mut reaped = HashSet::new();
-            for (conn, user) in conns {
-                if let Ok(user) = Uuid::parse_str(&user) {
+            for (conn, value) in conns {
+                let (user, pid) = value.split_once('|').unwrap_or((&value, ""));
+                if let Ok(user) = Uuid::parse_str(user) {
+                    if let Some(pid) = sio::Sid::parse(pid) {
+                        // Recoverable for the window from now, as if it had just dropped.
+                        let mut pipe = redis::pipe();
+                        self.recovery.expire_cmd(&mut pipe, pid);
+                        let _: Vec<redis::Value> = c.spread(&pipe).await?;
+                    }
                     if !self
                         .presence_disconnect(user, &conn, &id, Some(&mut reaped))
                         .await
@@ -348,12 +422,10 @@ impl Gateway {
             let mut pipe = redis::pipe();
             pipe.cmd("ZREM")
                 .arg(keys.gateways_alive())
-                .arg(&self.config.gateway.id)
-                .ignore();
+                .arg(&self.config.gateway.id);
             pipe.cmd("DEL")
-                .arg(keys.gateway_conns(&self.config.gateway.id))
-                .ignore();
-            let _: Result<(), _> = pipe.query_async(&mut *c).await;
+                .arg(keys.gateway_conns(&self.config.gateway.id));
+            let _: Result<Vec<redis::Value>, _> = c.spread(&pipe).await;
         }
     }
 }

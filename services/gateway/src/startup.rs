@@ -1,6 +1,6 @@
 //! Building and running a gateway.
 
-use crate::fanout::{self, FanoutHandle};
+use crate::fanout::FanoutHandle;
 use crate::handler::Chat;
 use crate::metrics::Metrics;
 use crate::recovery::RedisRecovery;
@@ -12,7 +12,6 @@ use chat_bus::Bus;
 use chat_config::Config;
 use chat_realtime::{Realtime, RtConfig};
 use chat_store::Store;
-use deadpool_redis::redis;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -43,9 +42,7 @@ impl Application {
         )
         .await
         .context("connecting to MySQL (DATABASE_URL)")?;
-        let bus = Bus::new(config.redis_url.expose(), &config.redis_prefix)
-            .context("configuring Redis")?;
-        let client = redis::Client::open(config.redis_url.expose()).context("configuring Redis")?;
+        let bus = Bus::from_config(&config).context("configuring Redis")?;
         let rt = Realtime::new(bus.clone(), store.clone(), RtConfig::from_config(&config));
         let g = &config.gateway;
         let recovery = Arc::new(RedisRecovery::new(bus.clone(), g.recovery_window));
@@ -62,6 +59,7 @@ impl Application {
             recovery: recovery.clone(),
             sockets: Mutex::new(HashMap::new()),
             ready: false.into(),
+            revocations_read: 0.into(),
             rt,
             store,
             bus,
@@ -89,7 +87,7 @@ impl Application {
             .recovery(recovery)
             .namespace("/", Chat(gw.clone()))
             .build();
-        tokio::spawn(fanout::run(gw.clone(), fanout_rx, client));
+        tokio::spawn(crate::subscriber::run(gw.clone(), fanout_rx));
         let addr = SocketAddr::new(gw.config.bind_host, gw.config.gateway_port);
         let listener = TcpListener::bind(addr)
             .await

@@ -12,7 +12,7 @@ use chat_realtime::Realtime;
 use chat_store::Store;
 use sio::{Sid, Socket};
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use uuid::Uuid;
 
@@ -22,8 +22,11 @@ pub struct Client {
     pub user: Uuid,
     /// The access token's id (logout revokes it, and the sockets it opened are disconnected).
     pub jti: Uuid,
-    /// This connection's member in the user's presence set.
+    /// This connection's member in the user's presence set: `<gateway>|<uuid>`.
     pub conn_id: String,
+    /// When this socket's session was last saved while connected (seconds since the epoch; 0: not
+    /// yet).
+    pub session_saved: AtomicU64,
     /// The rooms this socket has joined (receives and may act in).
     pub rooms: Mutex<HashSet<Uuid>>,
     /// For a recovered socket: the offset (event position) the client presented.
@@ -31,6 +34,11 @@ pub struct Client {
 }
 
 impl Client {
+    /// This connection's id as its presence member names it (`<gateway>|<uuid>`).
+    pub fn new_conn_id(gateway: &str) -> String {
+        format!("{gateway}|{}", Uuid::new_v4().simple())
+    }
+
     pub fn rooms(&self) -> MutexGuard<'_, HashSet<Uuid>> {
         self.rooms.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -62,6 +70,8 @@ pub struct Gateway {
     pub sockets: Mutex<HashMap<Sid, ClientSocket>>,
     /// False while starting and once draining.
     pub ready: AtomicBool,
+    /// Where the re-check's last read of the revocation log ended (ms, Redis clock; 0: not yet).
+    pub revocations_read: AtomicI64,
 }
 
 impl Gateway {

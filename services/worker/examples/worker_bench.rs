@@ -189,14 +189,13 @@ async fn naive(messages: usize, rooms: usize, shards: u16) -> anyhow::Result<f64
     let mut w = World::new(100, rooms, shards).await?;
     let msgs = w.messages(messages);
     w.append(&msgs).await?;
-    let client = redis::Client::open(w.env.redis_url.as_str())?;
     let start = Instant::now();
     let mut loops = Vec::new();
     for shard in 0..shards {
         w.bus.ensure_persist_group(shard).await?;
         let key = w.bus.keys().stream(shard);
         let store = w.store.clone();
-        let mut conn = client.get_multiplexed_async_connection().await?;
+        let mut conn = w.bus.dedicated(Duration::from_secs(10)).await?;
         loops.push(tokio::spawn(async move {
             let mut written = 0u64;
             loop {

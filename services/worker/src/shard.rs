@@ -32,7 +32,7 @@ use chat_bus::stream::{decode, DecodeError, Event, ENVELOPE_VERSION};
 use chat_bus::Keys;
 use chat_config::WorkerConfig;
 use chat_store::Store;
-use deadpool_redis::redis::{self, aio::MultiplexedConnection, RedisResult};
+use deadpool_redis::redis::{self, RedisResult};
 use rand::Rng;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering::Relaxed;
@@ -45,10 +45,20 @@ use uuid::Uuid;
 /// What every shard loop of the process shares.
 pub struct Shared {
     pub store: Store,
-    pub client: redis::Client,
+    pub bus: chat_bus::Bus,
     pub keys: Keys,
     pub settings: WorkerConfig,
     pub metrics: Arc<Metrics>,
+}
+
+/// A bus error as the Redis error it wraps.
+fn bus_error(e: chat_bus::BusError) -> redis::RedisError {
+    match e {
+        chat_bus::BusError::Redis(e) => e,
+        chat_bus::BusError::Config(m) => {
+            redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "redis", m))
+        }
+    }
 }
 
 /// Capped exponential back-off with full jitter (each delay uniform in [d/2, d]).
@@ -100,7 +110,7 @@ pub struct ShardLoop {
     shard: u16,
     key: String,
     dead_key: String,
-    conn: Option<MultiplexedConnection>,
+    conn: Option<chat_bus::Conn>,
     /// Where re-reading this consumer's own pending entries has got to; `None` once done.
     own_cursor: Option<String>,
     claim_cursor: String,
@@ -166,21 +176,19 @@ impl ShardLoop {
         tracing::debug!("shard loop stopped");
     }
 
-    async fn connection(&mut self) -> RedisResult<MultiplexedConnection> {
+    async fn connection(&mut self) -> RedisResult<chat_bus::Conn> {
         if let Some(c) = &self.conn {
             return Ok(c.clone());
         }
         // Bounded waits: without a response timeout a Redis host that vanishes without closing the TCP
         // connection (failover, node loss) would hang this shard's blocking XREADGROUP forever. Our
         // blocking reads wait at most ~0.5 s, so 10 s only ever fires on a dead connection.
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(std::time::Duration::from_secs(5))
-            .set_response_timeout(std::time::Duration::from_secs(10));
         let mut c = self
             .shared
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
+            .bus
+            .dedicated(Duration::from_secs(10))
+            .await
+            .map_err(bus_error)?;
         // Create the group (and the stream) if this is the first worker ever, reading from the start.
         let created: RedisResult<()> = redis::cmd("XGROUP")
             .arg("CREATE")

@@ -10,7 +10,6 @@ use anyhow::Context;
 use chat_bus::Bus;
 use chat_config::Config;
 use chat_store::Store;
-use deadpool_redis::redis;
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -49,9 +48,7 @@ impl Application {
         if config.run_migrations {
             store.migrate().await.context("applying migrations")?;
         }
-        let bus = Bus::new(config.redis_url.expose(), &config.redis_prefix)
-            .context("configuring Redis")?;
-        let client = redis::Client::open(config.redis_url.expose()).context("configuring Redis")?;
+        let bus = Bus::from_config(&config).context("configuring Redis")?;
         let addr = SocketAddr::new(config.bind_host, config.worker_port);
         let listener = TcpListener::bind(addr)
             .await
@@ -59,7 +56,7 @@ impl Application {
         let port = listener.local_addr()?.port();
         let shared = Arc::new(Shared {
             store,
-            client,
+            bus: bus.clone(),
             keys: bus.keys().clone(),
             settings: config.worker.clone(),
             metrics: Arc::new(Metrics::new(shards)),

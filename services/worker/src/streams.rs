@@ -5,7 +5,7 @@
 //! a hundred thousand entries a second.
 
 use chat_bus::stream::ENTRY_FIELD;
-use deadpool_redis::redis::{self, aio::MultiplexedConnection, RedisResult, Value};
+use deadpool_redis::redis::{self, RedisResult, Value};
 use std::time::Duration;
 
 /// One stream entry as read.
@@ -28,7 +28,7 @@ pub enum Body {
 /// `XREADGROUP GROUP g c COUNT n [BLOCK ms] STREAMS key id`: `id` is `>` for new entries or `0` for
 /// this consumer's own pending ones. `block` of `None` does not block.
 pub async fn read_group(
-    conn: &mut MultiplexedConnection,
+    conn: &mut chat_bus::Conn,
     key: &str,
     group: &str,
     consumer: &str,
@@ -73,7 +73,7 @@ pub async fn read_group(
 /// `XAUTOCLAIM key g c min-idle start COUNT n`: takes over entries idle on other consumers. Returns the
 /// cursor to continue from (`0-0` when the scan is complete) and the entries.
 pub async fn auto_claim(
-    conn: &mut MultiplexedConnection,
+    conn: &mut chat_bus::Conn,
     key: &str,
     group: &str,
     consumer: &str,

@@ -31,7 +31,7 @@
 
 use chat_bus::keys::ROOM_KEY_TTL;
 use chat_bus::Keys;
-use deadpool_redis::redis::{aio::MultiplexedConnection, RedisResult, Script};
+use deadpool_redis::redis::{RedisResult, Script};
 use std::collections::HashMap;
 use std::sync::LazyLock;
 use uuid::Uuid;
@@ -135,7 +135,7 @@ impl Watermarks {
     /// Redis failures; the candidates are kept.
     pub async fn raise(
         &mut self,
-        conn: &mut MultiplexedConnection,
+        conn: &mut chat_bus::Conn,
         keys: &Keys,
         shard: u16,
         group: &str,

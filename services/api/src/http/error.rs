@@ -138,7 +138,8 @@ impl From<chat_bus::BusError> for ApiError {
 }
 
 /// The room path's refusals keep their code: `VALIDATION` 422, `FORBIDDEN` 403, `NOT_FOUND` 404,
-/// `RATE_LIMITED` 429 (with `Retry-After`), `UNAVAILABLE` 503.
+/// `RATE_LIMITED` 429 (with `Retry-After`), `UNAVAILABLE` 503 (also when a replica did not confirm
+/// a write in time: the client retries with the same `clientMsgId`).
 impl From<chat_realtime::RtError> for ApiError {
     fn from(e: chat_realtime::RtError) -> Self {
         use chat_realtime::RtError;
@@ -148,6 +149,9 @@ impl From<chat_realtime::RtError> for ApiError {
             RtError::NotFound(m) => Self::NotFound(m.into()),
             RtError::RateLimited { retry_after } => Self::RateLimited { retry_after },
             RtError::Unavailable(e) => Self::Unavailable(e),
+            RtError::NotReplicated => Self::Unavailable(anyhow::anyhow!(
+                "the write was not confirmed by a Redis replica in time"
+            )),
         }
     }
 }

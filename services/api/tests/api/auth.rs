@@ -475,20 +475,39 @@ async fn public_profiles_show_presence_and_last_seen() {
     assert_eq!(body["status"], "offline");
     assert!(body.get("email").is_none(), "e-mail is private");
 
-    // A live connection entry (as a gateway writes it) makes the user online.
+    // A connection entry (as a gateway writes it) counts while its gateway is alive.
     let bus = chat_bus::Bus::new(&app.env.redis_url, &app.env.redis_prefix).unwrap();
     let mut c = bus.conn().await.unwrap();
-    let expires = chrono::Utc::now().timestamp_millis() + 60_000;
+    let now = chrono::Utc::now().timestamp_millis();
     let _: () = deadpool_redis::redis::cmd("ZADD")
         .arg(bus.keys().presence_user(bob.id))
-        .arg(expires)
-        .arg("conn-1")
+        .arg(now)
+        .arg("gw-a|conn-1")
+        .query_async(&mut *c)
+        .await
+        .unwrap();
+    let (_, body) = app.get(&path, Some(&alice.token)).await;
+    assert_eq!(body["online"], false, "gateway gw-a is not alive");
+    let _: () = deadpool_redis::redis::cmd("ZADD")
+        .arg(bus.keys().gateways_alive())
+        .arg(now + 60_000)
+        .arg("gw-a")
         .query_async(&mut *c)
         .await
         .unwrap();
     let (_, body) = app.get(&path, Some(&alice.token)).await;
     assert_eq!(body["online"], true);
     assert_eq!(body["status"], "online");
+    // Its liveness expired (it died): offline, before anyone cleaned up its entries.
+    let _: () = deadpool_redis::redis::cmd("ZADD")
+        .arg(bus.keys().gateways_alive())
+        .arg(now - 1)
+        .arg("gw-a")
+        .query_async(&mut *c)
+        .await
+        .unwrap();
+    let (_, body) = app.get(&path, Some(&alice.token)).await;
+    assert_eq!(body["online"], false);
 
     let (status, _) = app
         .get(

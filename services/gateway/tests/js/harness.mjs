@@ -7,7 +7,8 @@
 // Environment (all optional):
 //   CHAT_API_BIN, CHAT_GATEWAY_BIN, CHAT_WORKER_BIN  the binaries (default: <target>/debug/chat-*)
 //   CHAT_TEST_DATABASE_URL  mysql://user:pass@host:port (default mysql://chat:chat@127.0.0.1:3306)
-//   CHAT_TEST_REDIS_URL     redis://host:port (default redis://127.0.0.1:6379)
+//   CHAT_TEST_REDIS_URL     redis://host:port (default redis://127.0.0.1:6379), or a Redis Cluster as
+//                           redis+cluster://host:port,… (the suites then run on it, with SPUBLISH)
 //   GATEWAY_E2E_KEEP_LOGS=1 keep the services' logs (they are always kept, and their tails printed,
 //                           when a test failed)
 
@@ -82,8 +83,14 @@ export async function eventually(fn, ms, what, every = 50) {
 
 export const rand = (n = 4) => crypto.randomBytes(n).toString("hex");
 
+/** Whether the suite runs on a Redis Cluster (CHAT_TEST_REDIS_URL=redis+cluster://…). */
+export const CLUSTER = REDIS_URL.startsWith("redis+cluster://");
+
+/** The services' SHARDS (their default: 8 on a single Redis, 16 on a cluster). */
+export const SHARDS = Number(process.env.SHARDS || (CLUSTER ? 16 : 8));
+
 /** FNV-1a 64 over the 16 bytes of a UUID, modulo `shards` (chat_bus::shard_of). */
-export function shardOf(uuid, shards = 8) {
+export function shardOf(uuid, shards = SHARDS) {
   const hex = uuid.replace(/-/g, "");
   let h = 0xcbf29ce484222325n;
   for (let i = 0; i < 32; i += 2) {

@@ -99,11 +99,19 @@ s.test("recovery across gateways after the load balancer cuts the connection", a
   assert.equal(reason, "transport close");
 });
 
-s.test("a recovery session Redis lost is saved again by the next heartbeat (which otherwise only extends it)", async (st) => {
-  await recoverAcross(st, async () => st.lb.dropAll(), {
-    beforeSettle: () => st.redis.deletePattern(`${st.prefix}:v1:sio:*`),
+s.test("sessions Redis lost are saved again by the next heartbeat, which notices the gateway's connections are gone", async (st) => {
+  await recoverAcross(st, async () => {
+    // Killed: nothing is saved at disconnect, so only the heartbeat's rewrite can have saved it.
+    await st.stopGateway(0, "SIGKILL");
+  }, {
+    // As a Redis restart without its data would: the sessions and the gateway's connections gone.
+    beforeSettle: async () => {
+      await st.redis.deletePattern(`${st.prefix}:v1:sio:*`);
+      await st.redis.command("DEL", `${st.prefix}:v1:gw:${st.gateways[0].id}:conns`);
+    },
     settle: 2500, // heartbeats every second in the suite
   });
+  await st.restartGateway(0);
 });
 
 s.test("recovery across gateways after the gateway is killed with SIGKILL right after the join", async (st) => {
