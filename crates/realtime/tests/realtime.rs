@@ -14,7 +14,6 @@ use chat_store::messages::{HistoryQuery, NewMessage};
 use chat_store::Store;
 use chat_testkit::TestEnv;
 use deadpool_redis::redis;
-use futures_util::StreamExt;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::future::Future;
@@ -203,14 +202,9 @@ impl World {
         out
     }
 
-    /// A pub/sub connection subscribed to `channels`.
-    async fn subscribe(&self, channels: &[String]) -> redis::aio::PubSub {
-        let client = redis::Client::open(self.env.redis_url.as_str()).unwrap();
-        let mut ps = client.get_async_pubsub().await.unwrap();
-        for ch in channels {
-            ps.subscribe(ch).await.unwrap();
-        }
-        ps
+    /// A subscriber to `channels`.
+    async fn subscribe(&self, channels: &[String]) -> chat_testkit::Subscription {
+        self.env.subscribe(channels).await.unwrap()
     }
 }
 
@@ -236,15 +230,10 @@ fn q(before: Option<i64>, after: Option<i64>, limit: i64) -> HistoryQuery {
 }
 
 /// Receives the next message on `ps` as (channel, payload), failing after 5 s.
-async fn next_msg(ps: &mut redis::aio::PubSub) -> (String, String) {
-    let msg = tokio::time::timeout(Duration::from_secs(5), ps.on_message().next())
+async fn next_msg(ps: &mut chat_testkit::Subscription) -> (String, String) {
+    ps.next_within(Duration::from_secs(5))
         .await
         .expect("a published message within 5 s")
-        .expect("pub/sub stream open");
-    (
-        msg.get_channel_name().to_owned(),
-        msg.get_payload::<String>().unwrap(),
-    )
 }
 
 async fn eventually<F, Fut>(what: &str, mut check: F)

@@ -185,3 +185,46 @@ pub async fn seed_users_and_rooms(
         rooms: room_ids,
     })
 }
+
+/// A subscriber on this test's Redis (single or cluster: `SUBSCRIBE` or `SSUBSCRIBE`, as the
+/// services use), for tests that watch what is published.
+pub struct Subscription {
+    _sink: chat_bus::pubsub::Sink,
+    stream: chat_bus::pubsub::Stream,
+}
+
+impl TestEnv {
+    /// A subscriber to `channels`.
+    ///
+    /// # Errors
+    /// Redis unreachable, or a channel not subscribed.
+    pub async fn subscribe(&self, channels: &[String]) -> anyhow::Result<Subscription> {
+        let bus = chat_bus::Bus::new(&self.redis_url, &self.redis_prefix)?;
+        let (mut sink, stream) = bus.subscriber().await?;
+        if let (failed, Some(e)) = sink.subscribe(channels).await {
+            anyhow::bail!("{} channels not subscribed: {e}", failed.len());
+        }
+        Ok(Subscription {
+            _sink: sink,
+            stream,
+        })
+    }
+}
+
+impl Subscription {
+    /// The next message as (channel, payload), or `None` after `within`.
+    pub async fn next_within(&mut self, within: std::time::Duration) -> Option<(String, String)> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.stream.next()).await;
+            match next {
+                Ok(Some(chat_bus::pubsub::Incoming::Message(m))) => {
+                    let text = String::from_utf8_lossy(m.get_payload_bytes()).into_owned();
+                    return Some((m.get_channel_name().to_owned(), text));
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => return None,
+            }
+        }
+    }
+}

@@ -5,7 +5,6 @@
 use crate::helpers::{error_code, id_of, spawn_app, spawn_app_with, Session, TestApp};
 use chat_bus::Keys;
 use chat_realtime::RoomKeys;
-use futures_util::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -43,27 +42,18 @@ async fn join(app: &TestApp, who: &Session, room: Uuid) {
     assert_eq!(status, StatusCode::OK, "{body}");
 }
 
-/// A pub/sub connection on this app's Redis, subscribed to `channels`.
-async fn subscribe(app: &TestApp, channels: &[String]) -> redis::aio::PubSub {
-    let client = redis::Client::open(app.env.redis_url.as_str()).unwrap();
-    let mut ps = client.get_async_pubsub().await.unwrap();
-    for ch in channels {
-        ps.subscribe(ch).await.unwrap();
-    }
-    ps
+/// A subscriber on this app's Redis, subscribed to `channels`.
+async fn subscribe(app: &TestApp, channels: &[String]) -> chat_testkit::Subscription {
+    app.env.subscribe(channels).await.unwrap()
 }
 
 /// The next message on `ps`, as (channel, JSON).
-async fn next_msg(ps: &mut redis::aio::PubSub) -> (String, Value) {
-    let msg = tokio::time::timeout(Duration::from_secs(5), ps.on_message().next())
+async fn next_msg(ps: &mut chat_testkit::Subscription) -> (String, Value) {
+    let (channel, text) = ps
+        .next_within(Duration::from_secs(5))
         .await
-        .expect("a published message within 5 s")
-        .expect("pub/sub open");
-    let text: String = msg.get_payload().unwrap();
-    (
-        msg.get_channel_name().to_owned(),
-        serde_json::from_str(&text).unwrap(),
-    )
+        .expect("a published message within 5 s");
+    (channel, serde_json::from_str(&text).unwrap())
 }
 
 fn control_channel(app: &TestApp) -> String {

@@ -186,6 +186,12 @@ async fn a_broken_schema_stalls_the_stream_instead_of_dead_lettering_it() {
 #[tokio::test]
 async fn redis_unreachable_mid_run_then_restored_loses_nothing() {
     let mut w = World::new(10, 20, 2).await;
+    if w.env.redis_url.starts_with("redis+cluster://") {
+        // One proxy cannot stand in for a cluster (its nodes announce their own
+        // addresses); the cluster failover scenario covers a lost node there.
+        eprintln!("skipped on a Redis Cluster");
+        return;
+    }
     let msgs = w.messages_everywhere(150);
     // redis://[user:pass@]host:port[/db]
     let url = w.env.redis_url.clone();
@@ -355,6 +361,11 @@ async fn an_entry_of_a_newer_envelope_version_is_left_pending_for_a_newer_worker
     .await;
     eventually("the v2 entry seen", WITHIN, || async {
         worker.metrics.newer_version.load(Relaxed) >= 1
+    })
+    .await;
+    // The rows land before their entries are acknowledged: wait for the acks.
+    eventually("only the v2 entry left pending", WITHIN, || async {
+        w.pending().await == 1
     })
     .await;
     assert_eq!(w.pending().await, 1, "only the v2 entry {} waits", ids[0]);
