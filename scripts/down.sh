@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make down`: stops the services `make up` started (MariaDB and Redis are left running).
+# `make down`: stops the services `make up` started, and the local Redis Cluster of `make up REDIS=cluster`
+# (MariaDB and the single Redis are left running).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 for pidfile in .run/*.pid; do
@@ -14,3 +15,7 @@ for pidfile in .run/*.pid; do
   fi
   rm -f "$pidfile"
 done
+if [ -e .run/redis-cluster ]; then
+  bash scripts/dev/redis-cluster.sh down && echo "down: stopped the local Redis Cluster"
+  rm -f .run/redis-cluster
+fi

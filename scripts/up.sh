@@ -7,6 +7,18 @@ cd "$(dirname "$0")/.."
 scripts/deps.sh
 
 export DATABASE_URL="${DATABASE_URL:-mysql://chat:chat@127.0.0.1:3306/chat}"
+mkdir -p .run
+# `make up REDIS=cluster`: a local Redis Cluster (3 masters + 3 replicas, scripts/dev/redis-cluster.sh)
+# instead of the single Redis; `make down` stops it again.
+if [ "${REDIS:-single}" = cluster ]; then
+  echo "up: starting a local Redis Cluster (scripts/dev/redis-cluster.sh)"
+  REDIS_URL=$(bash scripts/dev/redis-cluster.sh up)
+  export REDIS_URL
+  touch .run/redis-cluster
+elif [ "${REDIS:-single}" != single ]; then
+  echo "up: REDIS must be single or cluster, not '${REDIS}'" >&2
+  exit 2
+fi
 export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
 export API_PORT="${API_PORT:-8080}"
 export WORKER_PORT="${WORKER_PORT:-9090}"
@@ -16,7 +28,6 @@ cargo build --release --locked -q -p chat-api -p chat-worker -p chat-gateway --b
 echo "up: building the web client (web/)"
 # The backend is useful without it: a failed web build is reported, not fatal.
 web/build.sh || echo "up: the web client could not be built (see above); the API answers / with a 404 until it is" >&2
-mkdir -p .run
 echo "up: applying migrations"
 target/release/chat-api migrate
 
@@ -71,6 +82,7 @@ The chat stack is up. Chat in your browser (open it in two windows, sign up twic
   Socket.IO      $(for p in $GATEWAY_PORTS; do printf 'http://localhost:%s  ' "$p"; done)(any of them: gateways are stateless)
   Gateway health http://localhost:${GATEWAY_PORTS%% *}/ready  ·  metrics http://localhost:${GATEWAY_PORTS%% *}/metrics
   Worker         http://localhost:${WORKER_PORT}/ready  ·  metrics http://localhost:${WORKER_PORT}/metrics
+  Redis          ${REDIS_URL}
   Logs           .run/*.log
 Stop it with: make down
 MSG

@@ -2,18 +2,30 @@
 """Consistency checks of the deployment files that no schema can express.
 
 Run by scripts/test.d/15-manifests.sh after the schema checks, with the rendered Kubernetes overlays:
-    check_manifests.py --rendered DIR [--dashboard-rules OUT.yml]
+    check_manifests.py --rendered DIR [--dashboard-rules OUT.yml] [--merged-compose OUT.yml]
 DIR holds one <overlay>.yaml per overlay (the output of `kustomize build k8s/overlays/<overlay>`).
+The Compose forms are docker-compose.yml alone ("compose", one Redis) and docker-compose.yml with the
+override deploy/compose/cluster.yml ("compose+cluster", a Redis Cluster), merged as Compose merges them
+(--merged-compose writes that merge, for the schema check).
 
 Checks:
   env        every variable the services read (crates/config, any env::var in the services and crates,
              the gateway's settings, OTEL_*, RUST_LOG) is documented in README.md or docs/OPERATIONS.md
-             and set in docker-compose.yml and in every overlay for each service that reads it, unless
-             scripts/ops/env-allowlist.txt says why not (and the allow-list has no stale entries)
-  k8s        security contexts, resources, probes, graceful shutdown of the gateway, and that the
-             objects refer to each other correctly (Services, Ingress backends, HPAs, PDBs,
-             ConfigMaps/Secrets, images pinned in prod)
-  compose    Redis persistence, the load balancer's upstreams and mounts, Prometheus targets
+             and set in both Compose forms and in every overlay for each service that reads it, unless
+             scripts/ops/env-allowlist.txt says why not (and the allow-list has no stale entries); its
+             target `single` covers only the single-Redis forms, so a Redis Cluster form must set it
+  k8s        security contexts, resources and probes of every workload (the chat services', and in
+             production overlays their dependencies' too), graceful shutdown of the gateway, and that
+             the objects refer to each other correctly (Services, Ingress backends, HPAs, PDBs,
+             ConfigMaps/Secrets, images pinned in production overlays); NetworkPolicies let the
+             services reach the in-overlay Redis and MySQL
+  redis      every Redis runs with AOF (everysec) and noeviction; a Redis Cluster form (compose+cluster,
+             an overlay with a cluster-enabled StatefulSet) has nodes that announce their DNS names, a
+             bootstrap that creates the cluster only once, REDIS_CLUSTER_NODES naming exactly its nodes,
+             REDIS_WAIT_REPLICAS between 1 and the replicas per master, SHARDS >= the masters, and its
+             nodes can reach each other on the cluster bus; a single-Redis form without replicas
+             waits for none (REDIS_WAIT_REPLICAS=0)
+  compose    the load balancer's upstreams and mounts, Prometheus targets, dependencies, in both forms
   metrics    the dashboard and the alerts use exactly the metric names of scripts/ops/metrics.txt, which
              are those the services define
   otel       the collector's pipelines use defined components of the core distribution
@@ -102,6 +114,9 @@ def owners(var: str) -> tuple[str, ...]:
     return SERVICES
 
 
+ALLOW_TARGETS = ("compose", "k8s", "all", "single")
+
+
 def load_allowlist() -> dict[tuple[str, str], str]:
     out = {}
     for line in (ROOT / "scripts/ops/env-allowlist.txt").read_text().splitlines():
@@ -109,15 +124,20 @@ def load_allowlist() -> dict[tuple[str, str], str]:
         if not line or line.startswith("#"):
             continue
         parts = line.split(None, 2)
-        if len(parts) < 3 or parts[1] not in ("compose", "k8s", "all"):
-            fail("env", f"env-allowlist.txt: malformed line {line!r} (VARIABLE compose|k8s|all reason)")
+        if len(parts) < 3 or parts[1] not in ALLOW_TARGETS:
+            fail("env", f"env-allowlist.txt: malformed line {line!r} (VARIABLE {'|'.join(ALLOW_TARGETS)} reason)")
             continue
         out[(parts[0], parts[1])] = parts[2]
     return out
 
 
-def allowed(allow: dict, var: str, target: str) -> bool:
-    return (var, target) in allow or (var, "all") in allow
+def covers(entry: str, kind: str, mode: str) -> bool:
+    """Whether an allow-list target covers a deployment target of this kind (compose, k8s) and Redis mode."""
+    return entry in ("all", kind) or (entry == "single" and mode == "single")
+
+
+def allowed(allow: dict, var: str, kind: str, mode: str) -> bool:
+    return any(v == var and covers(entry, kind, mode) for v, entry in allow)
 
 
 def compose_envs(compose: dict) -> dict[str, set[str]]:
@@ -133,15 +153,68 @@ def compose_envs(compose: dict) -> dict[str, set[str]]:
     return {svc: set.intersection(*sets) for svc, sets in out.items()}
 
 
+def env_dict(svc: dict) -> dict[str, str]:
+    env = svc.get("environment") or {}
+    if isinstance(env, dict):
+        return {k: "" if v is None else str(v) for k, v in env.items()}
+    return dict(e.split("=", 1) if "=" in e else (e, "") for e in env)
+
+
+def app_services(compose: dict) -> dict[str, dict]:
+    """The compose services running chat-api, chat-gateway or chat-worker (migrate excluded)."""
+    return {n: s for n, s in compose["services"].items()
+            if (s.get("command") or [None])[0] in SERVICES and len(s["command"]) == 1}
+
+
+# Compose's merge of several files (https://docs.docker.com/reference/compose-file/merge/), for what
+# the checks read: mappings merge key by key, these attributes are replaced, other sequences append
+# (without duplicates); environment, depends_on and the like merge as mappings in either syntax.
+COMPOSE_REPLACED = {"command", "entrypoint", "test"}
+COMPOSE_MAPPINGS = {"environment", "labels", "depends_on", "extra_hosts", "sysctls", "ulimits"}
+
+
+def as_mapping(key: str, v):
+    if isinstance(v, dict) or not isinstance(v, list):
+        return v
+    if key == "depends_on":
+        return {x: {"condition": "service_started"} for x in v}
+    return dict(str(e).split("=", 1) if "=" in str(e) else (str(e), None) for e in v)
+
+
+def merge_compose(base, over, key: str = ""):
+    if key in COMPOSE_MAPPINGS:
+        base, over = as_mapping(key, base), as_mapping(key, over)
+    if isinstance(base, dict) and isinstance(over, dict):
+        out = dict(base)
+        for k, v in over.items():
+            out[k] = merge_compose(base[k], v, k) if k in base else v
+        return out
+    if isinstance(base, list) and isinstance(over, list) and key not in COMPOSE_REPLACED:
+        return base + [x for x in over if x not in base]
+    return over
+
+
+def compose_forms() -> dict[str, dict]:
+    """Compose form -> its application model: docker-compose.yml alone, and with each override."""
+    base = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    forms = {"compose": base}
+    override = ROOT / "deploy/compose/cluster.yml"
+    if override.exists():
+        forms["compose+cluster"] = merge_compose(base, yaml.safe_load(override.read_text()))
+    return forms
+
+
 def k8s_envs(objects: list[dict], overlay: str) -> dict[str, set[str]]:
     """Service binary -> the variables its Deployment's container gets, per overlay."""
     configmaps = {o["metadata"]["name"]: set(o.get("data", {})) for o in objects if o["kind"] == "ConfigMap"}
     secrets = {o["metadata"]["name"]: set(o.get("stringData", {})) | set(o.get("data", {}))
                for o in objects if o["kind"] == "Secret"}
-    example = ROOT / f"k8s/overlays/{overlay}/secret.example.yaml"
-    if example.exists():
-        for o in load_all(example):
-            secrets.setdefault(o["metadata"]["name"], set(o.get("stringData", {})) | set(o.get("data", {})))
+    # The Secret created out of band: its example, in the overlay or an overlay it builds on.
+    for directory in overlay_chain(ROOT / "k8s/overlays" / overlay):
+        example = directory / "secret.example.yaml"
+        if example.exists():
+            for o in load_all(example):
+                secrets.setdefault(o["metadata"]["name"], set(o.get("stringData", {})) | set(o.get("data", {})))
     out: dict[str, set[str]] = {}
     for o in objects:
         if o["kind"] != "Deployment":
@@ -169,36 +242,50 @@ def k8s_envs(objects: list[dict], overlay: str) -> dict[str, set[str]]:
     return out
 
 
-def check_env(compose: dict, rendered: dict[str, list[dict]]) -> None:
+def overlay_chain(directory: Path) -> list[Path]:
+    """An overlay's directory and those of the overlays it builds on (its resources under k8s/overlays)."""
+    out = [directory]
+    k = directory / "kustomization.yaml"
+    for entry in (yaml.safe_load(k.read_text()) or {}).get("resources", []) if k.exists() else []:
+        path = (directory / entry).resolve()
+        if path.is_dir() and path.parent == (ROOT / "k8s/overlays").resolve():
+            out += overlay_chain(path)
+    return out
+
+
+def check_env(forms: dict[str, dict], rendered: dict[str, list[dict]]) -> None:
     read = variables_read()
     allow = load_allowlist()
     docs = (ROOT / "README.md").read_text()
     ops = ROOT / "docs/OPERATIONS.md"
     docs += ops.read_text() if ops.exists() else ""
-    targets = {"compose": compose_envs(compose)}
+    # target -> (kind, Redis mode, service -> the variables it gets)
+    targets = {}
+    for name, compose in forms.items():
+        targets[name] = ("compose", compose_redis_mode(compose), compose_envs(compose))
     for overlay, objects in rendered.items():
-        targets[f"k8s/{overlay}"] = k8s_envs(objects, overlay)
+        targets[f"k8s/{overlay}"] = ("k8s", k8s_redis_mode(objects), k8s_envs(objects, overlay))
     for var, where in sorted(read.items()):
         if f"`{var}`" not in docs:
             fail("env", f"{var} (read by {where}) is documented in neither README.md nor docs/OPERATIONS.md")
-        for target, envs in targets.items():
-            kind = "compose" if target == "compose" else "k8s"
-            if allowed(allow, var, kind):
+        for target, (kind, mode, envs) in targets.items():
+            if allowed(allow, var, kind, mode):
                 continue
             for svc in owners(var):
                 if var not in envs.get(svc, set()):
                     fail("env", f"{var} (read by {where}) is not set for {svc} in {target} "
                                 f"(set it, or allow-list it with a reason in scripts/ops/env-allowlist.txt)")
-    for (var, kind), _ in allow.items():
+    for (var, entry), _ in allow.items():
         if var not in read:
             fail("env", f"env-allowlist.txt: {var} is not read by any service; remove it")
             continue
-        for target, envs in targets.items():
-            if kind not in ("all", "compose" if target == "compose" else "k8s"):
+        for target, (kind, mode, envs) in targets.items():
+            if not covers(entry, kind, mode):
                 continue
             if all(var in envs.get(svc, set()) for svc in owners(var)):
                 fail("env", f"env-allowlist.txt: {var} is set in {target} after all; remove the entry")
-    print(f"env: {len(read)} variables checked against the docs, compose and {len(rendered)} overlays")
+    modes = ", ".join(f"{t} ({m})" for t, (_, m, _) in targets.items())
+    print(f"env: {len(read)} variables checked against the docs and {modes}")
 
 
 # ----------------------------------------------------------------------------------------------- k8s
@@ -226,10 +313,26 @@ def check_k8s(overlay: str, objects: list[dict]) -> None:
     if not cm:
         fail("k8s", f"{overlay}: ConfigMap chat-config is missing or empty")
 
+    # Production overlays (APP_ENV=production) hold their dependencies (e.g. a Redis Cluster) to the
+    # chat services' standard; a development overlay's MySQL and Redis get the basic checks only.
+    production = cm.get("APP_ENV") == "production"
+    pss = next((o["metadata"].get("labels", {}).get("pod-security.kubernetes.io/enforce")
+                for o in objects if o["kind"] == "Namespace"), None)
     for o, tpl in pod_templates(objects):
         name = f"{overlay}: {o['kind']} {o['metadata']['name']}"
         spec = tpl["spec"]
+        if pss in ("baseline", "restricted"):
+            for key in ("hostNetwork", "hostPID", "hostIPC"):
+                if spec.get(key):
+                    fail("k8s", f"{name}: {key} violates the namespace's {pss} Pod Security Standard")
+            for v in spec.get("volumes", []):
+                if "hostPath" in v:
+                    fail("k8s", f"{name}: hostPath volume {v['name']!r} violates the {pss} Pod Security Standard")
+            for c in spec.get("containers", []) + spec.get("initContainers", []):
+                if c.get("securityContext", {}).get("privileged"):
+                    fail("k8s", f"{name} container {c['name']}: privileged violates the {pss} Pod Security Standard")
         if not is_chat(tpl):
+            check_dependency_pod(name, o, spec, strict=production)
             continue
         psc = spec.get("securityContext", {})
         if psc.get("runAsNonRoot") is not True:
@@ -253,8 +356,8 @@ def check_k8s(overlay: str, objects: list[dict]) -> None:
                     if k not in res.get(part, {}):
                         fail("k8s", f"{cname}: resources.{part}.{k} is not set")
             image = c.get("image", "")
-            if overlay == "prod" and (":" not in image.rsplit("/", 1)[-1] or image.endswith(":latest")):
-                fail("k8s", f"{cname}: prod images must carry a pinned tag, got {image!r}")
+            if production and not pinned(image):
+                fail("k8s", f"{cname}: production images must carry a pinned tag, got {image!r}")
             if o["kind"] == "Deployment":
                 for probe in ("readinessProbe", "livenessProbe"):
                     if probe not in c:
@@ -330,20 +433,112 @@ def check_k8s(overlay: str, objects: list[dict]) -> None:
         sel = p["spec"]["podSelector"].get("matchLabels", {})
         if not any(selects(sel, labels) for labels in templates.values()):
             fail("k8s", f"{overlay}: NetworkPolicy {p['metadata']['name']} selects no pods")
+    for name, sts in by_kind.get("StatefulSet", {}).items():
+        if sts["spec"].get("serviceName") not in by_kind.get("Service", {}):
+            fail("k8s", f"{overlay}: StatefulSet {name} names a missing Service {sts['spec'].get('serviceName')!r}")
     if "Job" not in by_kind or "chat-migrate" not in by_kind["Job"]:
         fail("k8s", f"{overlay}: the migration Job chat-migrate is missing")
-    print(f"k8s/{overlay}: {len(objects)} objects, {len(deployments)} Deployments checked")
+    # The chat services reach the in-overlay databases (Redis 6379, MySQL 3306) through the policies.
+    policies = list(by_kind.get("NetworkPolicy", {}).values())
+    for dep, dtpl in ((o, t) for o, t in pod_templates(objects) if o["kind"] == "StatefulSet" and not is_chat(t)):
+        ports = {p["containerPort"] for c in dtpl["spec"]["containers"] for p in c.get("ports", [])} & {6379, 3306}
+        for port in sorted(ports):
+            for name in deployments:
+                if not network_allows(policies, templates[name], dtpl["metadata"].get("labels", {}), port):
+                    fail("k8s", f"{overlay}: the NetworkPolicies keep {name} from {dep['metadata']['name']}:{port}")
+    print(f"k8s/{overlay}: {len(objects)} objects, {len(deployments)} Deployments, "
+          f"{len(by_kind.get('StatefulSet', {}))} StatefulSets checked")
+
+
+def pinned(image: str) -> bool:
+    return "@sha256:" in image or (":" in image.rsplit("/", 1)[-1] and not image.endswith(":latest"))
+
+
+def check_dependency_pod(name: str, o: dict, spec: dict, strict: bool) -> None:
+    """A workload that is not a chat service (MySQL, Redis, the Redis Cluster bootstrap)."""
+    psc = spec.get("securityContext", {})
+    if psc.get("runAsNonRoot") is not True:
+        fail("k8s", f"{name}: pod securityContext.runAsNonRoot must be true")
+    if psc.get("seccompProfile", {}).get("type") != "RuntimeDefault":
+        fail("k8s", f"{name}: pod seccompProfile must be RuntimeDefault")
+    if spec.get("automountServiceAccountToken") is not False:
+        fail("k8s", f"{name}: automountServiceAccountToken must be false")
+    for c in spec.get("containers", []) + spec.get("initContainers", []):
+        cname = f"{name} container {c['name']}"
+        sc = c.get("securityContext", {})
+        if sc.get("allowPrivilegeEscalation") is not False:
+            fail("k8s", f"{cname}: allowPrivilegeEscalation must be false")
+        if "ALL" not in sc.get("capabilities", {}).get("drop", []):
+            fail("k8s", f"{cname}: capabilities must drop ALL")
+        if strict and sc.get("readOnlyRootFilesystem") is not True:
+            fail("k8s", f"{cname}: readOnlyRootFilesystem must be true in a production overlay")
+        res = c.get("resources", {})
+        need = [("requests", "cpu"), ("requests", "memory"), ("limits", "memory")] + ([("limits", "cpu")] if strict else [])
+        for part, k in need:
+            if k not in res.get(part, {}):
+                fail("k8s", f"{cname}: resources.{part}.{k} is not set")
+        if strict and not pinned(c.get("image", "")):
+            fail("k8s", f"{cname}: production images must carry a pinned tag, got {c.get('image')!r}")
+        if o["kind"] in ("Deployment", "StatefulSet") and c in spec.get("containers", []):
+            for probe in ("readinessProbe", "livenessProbe") if strict else ("readinessProbe",):
+                if probe not in c:
+                    fail("k8s", f"{cname}: {probe} is missing")
+
+
+def label_match(selector: dict, labels: dict) -> bool:
+    """A Kubernetes label selector (matchLabels, matchExpressions) against a pod's labels; {} matches all."""
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for e in selector.get("matchExpressions", []):
+        has, val = e["key"] in labels, labels.get(e["key"])
+        op = e["operator"]
+        if (op == "In" and val not in e["values"]) or (op == "NotIn" and has and val in e["values"]) \
+                or (op == "Exists" and not has) or (op == "DoesNotExist" and has):
+            return False
+    return True
+
+
+def network_allows(policies: list[dict], src: dict, dst: dict, port: int) -> bool:
+    """Whether the NetworkPolicies of one namespace let a pod labelled src open TCP `port` on a pod
+    labelled dst in the same namespace. Peers given by namespaceSelector or ipBlock are taken not to
+    match (the check cannot know the namespace's labels or the pods' addresses)."""
+    def types(p):
+        spec = p["spec"]
+        return spec.get("policyTypes") or (["Ingress"] + (["Egress"] if "egress" in spec else []))
+
+    def port_ok(rule):
+        for p in rule.get("ports") or [{}]:
+            if p.get("protocol", "TCP") != "TCP":
+                continue
+            lo = p.get("port")
+            if lo is None or (isinstance(lo, int) and lo <= port <= p.get("endPort", lo)):
+                return True
+        return False
+
+    def peer_ok(rule, key, labels):
+        peers = rule.get(key)
+        if not peers:
+            return True
+        return any("podSelector" in peer and "namespaceSelector" not in peer and label_match(peer["podSelector"], labels)
+                   for peer in peers)
+
+    for direction, me, other, key in (("Ingress", dst, src, "from"), ("Egress", src, dst, "to")):
+        mine = [p for p in policies if direction in types(p) and label_match(p["spec"]["podSelector"], me)]
+        if mine and not any(peer_ok(r, key, other) and port_ok(r)
+                            for p in mine for r in p["spec"].get(direction.lower()) or []):
+            return False
+    return True
 
 
 # ------------------------------------------------------------------------------------------- compose
 
-def check_compose(compose: dict) -> None:
+def check_compose(form: str, compose: dict) -> None:
+    def fail(_group: str, msg: str) -> None:  # every message names the form
+        errors.append(f"{form}: {msg}")
+
     services = compose["services"]
-    redis = services.get("redis", {})
-    cmd = " ".join(str(x) for x in redis.get("command", []))
-    for need in ("--appendonly yes", "--appendfsync everysec", "--maxmemory-policy noeviction"):
-        if need not in cmd:
-            fail("compose", f"redis must run with {need} (acked messages live in the stream until the worker writes them)")
+    if not redis_servers(compose):
+        fail("compose", "no Redis server (a service whose command is redis-server)")
     gateways = [n for n, s in services.items() if (s.get("command") or [None])[0] == "chat-gateway"]
     if len(gateways) < 2:
         fail("compose", f"two gateways expected, found {gateways}")
@@ -390,7 +585,209 @@ def check_compose(compose: dict) -> None:
     for n in ("otel-collector", "jaeger", "prometheus", "grafana"):
         if "observability" not in services.get(n, {}).get("profiles", []):
             fail("compose", f"{n} must be in the `observability` profile")
-    print(f"compose: {len(services)} services checked")
+    for n, s in services.items():
+        deps = as_mapping("depends_on", s.get("depends_on") or {})
+        for d in deps:
+            if d not in services:
+                fail("compose", f"{n} depends on {d}, which is not a service")
+    print(f"{form}: {len(services)} services checked")
+
+
+# --------------------------------------------------------------------------------------------- redis
+
+PERSISTENCE = ("--appendonly yes", "--appendfsync everysec", "--maxmemory-policy noeviction")
+CLUSTER_FLAGS = ("--cluster-enabled yes", "--cluster-preferred-endpoint-type hostname")
+
+
+def words(cmd) -> str:
+    return " ".join(str(x) for x in (cmd or []))
+
+
+def flag(cmd: str, name: str) -> str | None:
+    m = re.search(rf"(?:^|\s){re.escape(name)}\s+(\S+)", cmd)
+    return m.group(1) if m else None
+
+
+def redis_servers(compose: dict) -> dict[str, str]:
+    """Compose service -> its redis-server command line."""
+    return {n: words(s.get("command")) for n, s in compose["services"].items()
+            if (s.get("command") or [None])[0] == "redis-server"}
+
+
+def compose_redis_mode(compose: dict) -> str:
+    if any(flag(c, "--cluster-enabled") == "yes" for c in redis_servers(compose).values()):
+        return "cluster"
+    for s in app_services(compose).values():
+        env = env_dict(s)
+        if env.get("REDIS_CLUSTER_NODES", "").strip() or env.get("REDIS_URL", "").startswith("redis+cluster://"):
+            return "cluster"
+    return "single"
+
+
+def redis_statefulsets(objects: list[dict]) -> dict[str, tuple[dict, str]]:
+    """StatefulSet -> (it, the command line of its Redis container)."""
+    out = {}
+    for o in objects:
+        if o["kind"] != "StatefulSet":
+            continue
+        for c in o["spec"]["template"]["spec"]["containers"]:
+            if re.split(r"[:@]", c.get("image", "").split("/")[-1])[0] == "redis":
+                out[o["metadata"]["name"]] = (o, words((c.get("command") or []) + (c.get("args") or [])))
+    return out
+
+
+def k8s_redis_mode(objects: list[dict]) -> str:
+    if any(flag(cmd, "--cluster-enabled") == "yes" for _, cmd in redis_statefulsets(objects).values()):
+        return "cluster"
+    cm = next((o.get("data", {}) for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "chat-config"), {})
+    return "cluster" if cm.get("REDIS_CLUSTER_NODES", "").strip() else "single"
+
+
+def check_wait(target: str, env: dict[str, str], replicas_per_master: int, masters: int | None) -> None:
+    """REDIS_WAIT_REPLICAS against the replicas the form runs; SHARDS against the masters."""
+    wait = env.get("REDIS_WAIT_REPLICAS")
+    if wait is None or not wait.isdigit():
+        fail("redis", f"{target}: REDIS_WAIT_REPLICAS must be set to a number, got {wait!r}")
+        return
+    if int(wait) > replicas_per_master:
+        fail("redis", f"{target}: REDIS_WAIT_REPLICAS={wait}, but the form runs {replicas_per_master} replica(s) "
+                      f"per master: every WAIT would time out and every send answer NOT_REPLICATED")
+    if masters is not None:
+        if int(wait) < 1:
+            fail("redis", f"{target}: a Redis Cluster needs REDIS_WAIT_REPLICAS >= 1, or a fail-over loses acked messages")
+        shards = int(env.get("SHARDS", "16"))
+        if shards < masters:
+            fail("redis", f"{target}: SHARDS={shards} leaves some of the {masters} masters without a stream")
+
+
+def check_redis_compose(form: str, compose: dict) -> None:
+    services = compose["services"]
+    servers = redis_servers(compose)
+    for n, cmd in servers.items():
+        for need in PERSISTENCE:
+            if need not in cmd:
+                fail("redis", f"{form}: {n} must run with {need} (acked messages live in the stream until the worker writes them)")
+    apps = app_services(compose)
+    nodes = {n: c for n, c in servers.items() if flag(c, "--cluster-enabled") == "yes"}
+    if compose_redis_mode(compose) == "single":
+        for n, s in apps.items():
+            replicas = sum(1 for c in servers.values() if flag(c, "--replicaof"))
+            check_wait(f"{form} {n}", env_dict(s), replicas, None)
+        return
+    if not nodes:
+        return  # a cluster outside Compose: nothing to compare with
+    for n, cmd in nodes.items():
+        for need in CLUSTER_FLAGS:
+            if need not in cmd:
+                fail("redis", f"{form}: cluster node {n} must run with {need}")
+        if flag(cmd, "--cluster-announce-hostname") != n:
+            fail("redis", f"{form}: cluster node {n} must announce its service name (--cluster-announce-hostname {n})")
+        if not any(str(v).split(":")[1:2] == ["/data"] for v in services[n].get("volumes", [])):
+            fail("redis", f"{form}: cluster node {n} needs a volume on /data (AOF and nodes.conf)")
+    inits = {n: words(s.get("command")) for n, s in services.items() if "--cluster create" in words(s.get("command"))}
+    if len(inits) != 1:
+        fail("redis", f"{form}: one service must create the cluster (redis-cli --cluster create), found {sorted(inits)}")
+        return
+    init, script = next(iter(inits.items()))
+    replicas = int(flag(script, "--cluster-replicas") or 0)
+    if replicas < 1:
+        fail("redis", f"{form}: {init} must create the cluster with --cluster-replicas >= 1")
+    if "cluster_state" not in script:
+        fail("redis", f"{form}: {init} must skip the creation when cluster_state is already ok")
+    deps = as_mapping("depends_on", services[init].get("depends_on") or {})
+    for n in nodes:
+        if deps.get(n, {}).get("condition") != "service_healthy":
+            fail("redis", f"{form}: {init} must wait for {n} (depends_on condition service_healthy)")
+    masters = len(nodes) // (replicas + 1)
+    want = {f"{n}:6379" for n in nodes}
+    for n, s in apps.items():
+        env = env_dict(s)
+        deps = as_mapping("depends_on", s.get("depends_on") or {})
+        if deps.get(init, {}).get("condition") != "service_completed_successfully":
+            fail("redis", f"{form}: {n} must start after {init} (depends_on condition service_completed_successfully)")
+        got = {x.strip() for x in env.get("REDIS_CLUSTER_NODES", "").split(",") if x.strip()}
+        if got != want:
+            fail("redis", f"{form}: {n}: REDIS_CLUSTER_NODES must name the nodes {sorted(want)}, got {sorted(got)}")
+        check_wait(f"{form} {n}", env, replicas, masters)
+    print(f"redis: {form}: {len(nodes)} cluster nodes, {masters} masters, created by {init}")
+
+
+def check_redis_k8s(overlay: str, objects: list[dict]) -> None:
+    by_kind: dict[str, dict[str, dict]] = {}
+    for o in objects:
+        by_kind.setdefault(o["kind"], {})[o["metadata"]["name"]] = o
+    cm = by_kind.get("ConfigMap", {}).get("chat-config", {}).get("data", {})
+    sets = redis_statefulsets(objects)
+    for name, (_, cmd) in sets.items():
+        for need in PERSISTENCE:
+            if need not in cmd:
+                fail("redis", f"k8s/{overlay}: StatefulSet {name} must run with {need}")
+    clusters = {n: v for n, v in sets.items() if flag(v[1], "--cluster-enabled") == "yes"}
+    if k8s_redis_mode(objects) == "single":
+        if sets:  # an in-overlay Redis: WAIT for no more replicas than it has
+            replicas = sum(1 for _, cmd in sets.values() if flag(cmd, "--replicaof"))
+            check_wait(f"k8s/{overlay}", cm, replicas, None)
+        return
+    if not clusters:
+        return  # an external cluster
+    policies = list(by_kind.get("NetworkPolicy", {}).values())
+    templates = {o["metadata"]["name"]: t["metadata"].get("labels", {}) for o, t in pod_templates(objects)}
+    want: set[str] = set()
+    for name, (sts, cmd) in clusters.items():
+        for need in CLUSTER_FLAGS:
+            if need not in cmd:
+                fail("redis", f"k8s/{overlay}: StatefulSet {name} must run with {need}")
+        svc = sts["spec"].get("serviceName", "")
+        ns = sts["metadata"].get("namespace", "default")
+        announce = flag(cmd, "--cluster-announce-hostname") or ""
+        if announce not in (f"$(POD_NAME).{svc}.$(POD_NAMESPACE).svc.cluster.local", f"$(POD_NAME).{svc}.{ns}.svc.cluster.local"):
+            fail("redis", f"k8s/{overlay}: {name} must announce its pod's DNS name "
+                          f"($(POD_NAME).{svc}.$(POD_NAMESPACE).svc.cluster.local), got {announce!r}")
+        n = sts["spec"].get("replicas", 1)
+        want |= {f"{name}-{i}.{svc}.{ns}.svc.cluster.local:6379" for i in range(n)}
+        if not any(label_match(p["spec"]["selector"], templates[name]) for p in by_kind.get("PodDisruptionBudget", {}).values()):
+            fail("redis", f"k8s/{overlay}: no PodDisruptionBudget selects {name}")
+        if not sts["spec"].get("volumeClaimTemplates"):
+            fail("redis", f"k8s/{overlay}: {name} needs a volumeClaimTemplate (AOF and nodes.conf)")
+        headless = by_kind.get("Service", {}).get(svc, {"spec": {}})
+        if headless["spec"].get("clusterIP") != "None":
+            fail("redis", f"k8s/{overlay}: {name} needs a headless Service {svc!r} (a DNS name per node)")
+        if not headless["spec"].get("publishNotReadyAddresses"):
+            fail("redis", f"k8s/{overlay}: Service {svc} must publishNotReadyAddresses (the nodes must resolve before the cluster exists)")
+        labels = templates[name]
+        for port in (6379, 16379):
+            if not network_allows(policies, labels, labels, port):
+                fail("redis", f"k8s/{overlay}: the NetworkPolicies keep the {name} nodes from each other on {port}")
+        for d in (d for d in by_kind.get("Deployment", {}) if d.startswith("chat-")):
+            if not network_allows(policies, templates[d], labels, 6379):
+                fail("redis", f"k8s/{overlay}: the NetworkPolicies keep {d} from {name}:6379")
+        # The bootstrap: a Job whose command (or a ConfigMap it mounts) runs `redis-cli --cluster create`.
+        jobs = {}
+        for jname, job in by_kind.get("Job", {}).items():
+            spec = job["spec"]["template"]["spec"]
+            text = " ".join(words((c.get("command") or []) + (c.get("args") or [])) for c in spec["containers"])
+            for v in spec.get("volumes", []):
+                if "configMap" in v:
+                    text += " " + " ".join(by_kind.get("ConfigMap", {}).get(v["configMap"]["name"], {}).get("data", {}).values())
+            if "--cluster create" in text:
+                jobs[jname] = text
+        if len(jobs) != 1:
+            fail("redis", f"k8s/{overlay}: one Job must create the cluster (redis-cli --cluster create), found {sorted(jobs)}")
+            continue
+        jname, script = next(iter(jobs.items()))
+        replicas = int(flag(script, "--cluster-replicas") or 0)
+        if replicas < 1:
+            fail("redis", f"k8s/{overlay}: {jname} must create the cluster with --cluster-replicas >= 1")
+        if "cluster_state" not in script:
+            fail("redis", f"k8s/{overlay}: {jname} must skip the creation when cluster_state is already ok")
+        if not network_allows(policies, templates[jname], labels, 6379):
+            fail("redis", f"k8s/{overlay}: the NetworkPolicies keep {jname} from {name}:6379")
+        masters = n // (replicas + 1)
+        check_wait(f"k8s/{overlay}", cm, replicas, masters)
+        print(f"redis: k8s/{overlay}: {name}, {n} nodes, {masters} masters, created by Job {jname}")
+    got = {x.strip() for x in cm.get("REDIS_CLUSTER_NODES", "").split(",") if x.strip()}
+    if got != want:
+        fail("redis", f"k8s/{overlay}: REDIS_CLUSTER_NODES in chat-config must name the nodes {sorted(want)}, got {sorted(got)}")
 
 
 # ------------------------------------------------------------------------------------------- metrics
@@ -542,16 +939,22 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rendered", type=Path, required=True)
     ap.add_argument("--dashboard-rules", type=Path)
+    ap.add_argument("--merged-compose", type=Path, help="write docker-compose.yml + deploy/compose/cluster.yml, merged")
     args = ap.parse_args()
     rendered = {p.stem: load_all(p) for p in sorted(args.rendered.glob("*.yaml"))}
     if not rendered:
         print(f"no rendered overlays in {args.rendered}", file=sys.stderr)
         return 2
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    check_env(compose, rendered)
+    forms = compose_forms()
+    if args.merged_compose and "compose+cluster" in forms:
+        args.merged_compose.write_text(yaml.safe_dump(forms["compose+cluster"], sort_keys=False))
+    check_env(forms, rendered)
     for overlay, objects in rendered.items():
         check_k8s(overlay, objects)
-    check_compose(compose)
+        check_redis_k8s(overlay, objects)
+    for form, compose in forms.items():
+        check_compose(form, compose)
+        check_redis_compose(form, compose)
     check_metrics(args.dashboard_rules)
     check_otel()
     check_docker()

@@ -3,11 +3,13 @@
 #  - the Kubernetes overlays rendered (kustomize, `kubectl kustomize`, or scripts/ops/kustomize_lite.py
 #    when neither is installed; with a real kustomize, the two renders must agree) and every object
 #    validated against the Kubernetes 1.31 and newest bundled API schemas (kubernetes-validate --strict)
-#  - YAML linted (yamllint, relaxed), docker-compose.yml validated against the Compose spec schema
+#  - YAML linted (yamllint, relaxed), docker-compose.yml and the Redis Cluster override
+#    deploy/compose/cluster.yml (alone and merged with it) validated against the Compose spec schema
 #  - nginx.conf tested by nginx itself, the Prometheus config, alert rules and every dashboard query
 #    parsed by promtool (both from Debian's packages, unpacked under target/, not installed)
 #  - scripts/ops/check_manifests.py: environment variables documented and set everywhere, security
-#    contexts, probes, graceful shutdown, references between objects, metric names, collector pipelines
+#    contexts, probes, graceful shutdown, references between objects, Redis persistence and the Redis
+#    Cluster forms, metric names, collector pipelines
 # Python tools are pinned and installed into a venv under target/. Takes ~15 s once they are there.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -83,7 +85,8 @@ for version in 1.31.0 1.37.0; do
 done
 "$VENV/bin/yamllint" --strict -c scripts/ops/yamllint.yaml k8s deploy docker-compose.yml
 echo "yamllint: ok"
-"$VENV/bin/check-jsonschema" --builtin-schema vendor.compose-spec docker-compose.yml
+# The Redis Cluster override on its own (an override may be partial), and merged below.
+"$VENV/bin/check-jsonschema" --builtin-schema vendor.compose-spec docker-compose.yml deploy/compose/cluster.yml
 
 if [ -n "$NGINX" ]; then
   # nginx resolves upstream names when it loads its configuration: point them at loopback for the test.
@@ -96,7 +99,10 @@ else
 fi
 
 # --- consistency -----------------------------------------------------------------------------------
-"$PY" scripts/ops/check_manifests.py --rendered "$RENDERED" --dashboard-rules "$OPS/dashboard-rules.yml"
+"$PY" scripts/ops/check_manifests.py --rendered "$RENDERED" --dashboard-rules "$OPS/dashboard-rules.yml" \
+  --merged-compose "$OPS/compose-cluster.yml"
+"$VENV/bin/check-jsonschema" --builtin-schema vendor.compose-spec "$OPS/compose-cluster.yml"
+echo "compose-spec: docker-compose.yml + deploy/compose/cluster.yml, merged: ok"
 
 if [ -n "$PROMTOOL" ]; then
   "$PROMTOOL" check config deploy/prometheus/prometheus.yml >/dev/null

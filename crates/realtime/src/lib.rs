@@ -11,6 +11,7 @@
 //! [`Realtime::edit`] and [`Realtime::delete`] check the actor's rights themselves.
 
 mod control;
+mod durable;
 mod history;
 mod keys;
 mod ops;
@@ -18,6 +19,7 @@ mod scripts;
 mod wire;
 
 pub use control::Control;
+pub use durable::unreplicated_acks_total;
 pub use keys::RoomKeys;
 pub use ops::{CursorKind, MessageRef, SendRequest, Sent};
 pub use wire::{iso, LogEvent, RoomEvent};
@@ -162,6 +164,7 @@ pub struct Realtime {
     bus: Bus,
     store: Store,
     cfg: Arc<RtConfig>,
+    replicas: Arc<durable::Replicas>,
 }
 
 impl std::fmt::Debug for Realtime {
@@ -179,6 +182,7 @@ impl Realtime {
             bus,
             store,
             cfg: Arc::new(cfg),
+            replicas: Arc::default(),
         }
     }
 

@@ -5,7 +5,7 @@ use crate::wire::{message_parts, LogEvent};
 use crate::{now_stamp, Realtime, RtError, RtResult, DEDUPE_TTL, ROOM_KEY_TTL};
 use chat_domain::{ClientMsgId, MessageContent, MessageType};
 use chat_store::Message;
-use deadpool_redis::redis::{self, Script, Value};
+use deadpool_redis::redis::{self, Value};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -75,80 +75,6 @@ impl From<&Message> for MessageRef {
             deleted: m.deleted_at.is_some(),
         }
     }
-}
-
-/// Runs `script` on the node of its keys, loading it once if Redis does not know it yet, and then
-/// waits for the bus's durability (`WAIT replicas timeout`, in the same round trip, on the same
-/// node: it covers the script's writes). `pre`, a command on another key, rides along: in the same
-/// round trip on a single Redis, at the same time on a cluster (where its key lives in another
-/// slot). Returns the script's reply and whether enough replicas confirmed the writes (always true
-/// when none are asked for).
-async fn eval_durable(
-    bus: &chat_bus::Bus,
-    conn: &mut chat_bus::Conn,
-    pre: Option<&redis::Cmd>,
-    script: &Script,
-    keys: &[&str],
-    args: &[&[u8]],
-) -> RtResult<(Value, bool)> {
-    let d = bus.durability();
-    let cluster = conn.is_cluster();
-    let mut pipe = redis::pipe();
-    if let (Some(p), false) = (pre, cluster) {
-        pipe.add_command(p.clone()).ignore();
-    }
-    pipe.cmd("EVALSHA")
-        .arg(script.get_hash())
-        .arg(keys.len())
-        .arg(keys)
-        .arg(args);
-    if d.replicas > 0 {
-        pipe.cmd("WAIT")
-            .arg(d.replicas)
-            .arg(u64::try_from(d.timeout.as_millis()).unwrap_or(u64::MAX));
-    }
-    let mut durable = conn.clone();
-    if d.replicas > 0 {
-        // WAIT holds up the rest of its connection until the replicas answer: durable writes take
-        // turns on a few connections of their own instead of stalling everything else.
-        durable = bus.durable_conn().await?;
-    }
-    for attempt in 0..2 {
-        let res = match (pre, cluster) {
-            (Some(p), true) => {
-                let mut side = conn.clone();
-                let (main, side) = futures_util::future::join(
-                    pipe.query_async::<Vec<Value>>(&mut *durable),
-                    p.query_async::<Value>(&mut *side),
-                )
-                .await;
-                side?;
-                main
-            }
-            _ => pipe.query_async::<Vec<Value>>(&mut *durable).await,
-        };
-        match res {
-            Ok(mut replies) => {
-                let replicated = if d.replicas > 0 {
-                    let acked = match replies.pop() {
-                        Some(Value::Int(n)) => n,
-                        _ => 0,
-                    };
-                    acked >= i64::from(d.replicas)
-                } else {
-                    true
-                };
-                return Ok((replies.pop().unwrap_or(Value::Nil), replicated));
-            }
-            Err(e) if e.kind() == redis::ErrorKind::NoScriptError && attempt == 0 => {
-                let _: String = script.prepare_invoke().load_async(&mut *durable).await?;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(RtError::Unavailable(anyhow::anyhow!(
-        "script could not be loaded"
-    )))
 }
 
 fn status(v: &Value) -> (String, Vec<String>) {
@@ -245,15 +171,9 @@ impl Realtime {
                 .arg(req.room.to_string())
                 .arg("EX")
                 .arg(DEDUPE_TTL.as_secs());
-            let (reply, replicated) = eval_durable(
-                &self.bus,
-                &mut conn,
-                Some(&pre),
-                &self.scripts().send,
-                &keys,
-                &args,
-            )
-            .await?;
+            let (reply, replicated) = self
+                .eval_durable(&mut conn, Some(&pre), &self.scripts().send, &keys, &args)
+                .await?;
             let (st, rest) = status(&reply);
             if !replicated && (st == "ok" || st == "dup") {
                 return Err(RtError::NotReplicated);
@@ -500,15 +420,9 @@ impl Realtime {
         ];
         let args: Vec<&[u8]> = strings.iter().map(String::as_bytes).collect();
         let mut conn = self.bus.conn().await?;
-        let (reply, replicated) = eval_durable(
-            &self.bus,
-            &mut conn,
-            None,
-            &self.scripts().mutate,
-            &keys,
-            &args,
-        )
-        .await?;
+        let (reply, replicated) = self
+            .eval_durable(&mut conn, None, &self.scripts().mutate, &keys, &args)
+            .await?;
         match status(&reply).0.as_str() {
             "ok" if !replicated => Err(RtError::NotReplicated),
             "ok" => Ok(()),
@@ -569,15 +483,9 @@ impl Realtime {
         let args: Vec<&[u8]> = strings.iter().map(String::as_bytes).collect();
         let mut conn = self.bus.conn().await?;
         for _ in 0..2 {
-            let (reply, replicated) = eval_durable(
-                &self.bus,
-                &mut conn,
-                None,
-                &self.scripts().cursor,
-                &keys,
-                &args,
-            )
-            .await?;
+            let (reply, replicated) = self
+                .eval_durable(&mut conn, None, &self.scripts().cursor, &keys, &args)
+                .await?;
             let (st, rest) = status(&reply);
             let moved = match st.as_str() {
                 "ok" if !replicated => return Err(RtError::NotReplicated),

@@ -90,7 +90,12 @@ local sec, usec = tonumber(t[1]), tonumber(t[2])
 local now_ms = sec * 1000 + math.floor(usec / 1000)
 if ARGV[10] ~= '' then
   local orig = redis.call('GET', KEYS[7])
-  if orig then return {'dup', orig} end
+  if orig then
+    -- a write, so that the caller's WAIT covers the original too (it waits for this connection's
+    -- last write, and the original may have gone out on another connection)
+    redis.call('EXPIRE', KEYS[7], ARGV[14])
+    return {'dup', orig}
+  end
 end
 local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now_ms - window)

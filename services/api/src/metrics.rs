@@ -167,6 +167,12 @@ impl Metrics {
              # TYPE chat_api_unsaved_trimmed_total counter\nchat_api_unsaved_trimmed_total {}",
             chat_realtime::unsaved_trimmed_total()
         );
+        let _ = writeln!(
+            o,
+            "# HELP chat_api_unreplicated_acks_total Writes acknowledged with fewer Redis replicas than REDIS_WAIT_REPLICAS because their master had fewer (after a failover, until a replacement replica synced).\n\
+             # TYPE chat_api_unreplicated_acks_total counter\nchat_api_unreplicated_acks_total {}",
+            chat_realtime::unreplicated_acks_total()
+        );
         o
     }
 }

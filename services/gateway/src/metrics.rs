@@ -206,6 +206,12 @@ impl Metrics {
         );
         counter(
             &mut o,
+            "chat_gateway_unreplicated_acks_total",
+            "Writes acknowledged with fewer Redis replicas than REDIS_WAIT_REPLICAS because their master had fewer (after a failover, until a replacement replica synced).",
+            chat_realtime::unreplicated_acks_total(),
+        );
+        counter(
+            &mut o,
             "chat_gateway_unsaved_trimmed_total",
             "Messages MySQL did not have yet trimmed from a room's Redis log at its hard cap (10 x RECENT_LOG_SIZE): missing from history until the worker stores them.",
             chat_realtime::unsaved_trimmed_total(),
