@@ -39,10 +39,13 @@ fi
 if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
   echo "deps: starting Redis"
   $SUDO mkdir -p /var/lib/redis /var/log/redis
-  $SUDO redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+  $SUDO redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly yes --appendfsync everysec \
     --dir /var/lib/redis --logfile /var/log/redis/chat-deps.log
   wait_for "Redis" redis-cli -h 127.0.0.1 -p 6379 ping
 fi
+
+# Acknowledged messages must survive a Redis restart: AOF on (best effort on a Redis we did not start).
+redis-cli -h 127.0.0.1 -p 6379 config set appendonly yes >/dev/null 2>&1 || true
 
 # --- MariaDB -----------------------------------------------------------------------------------------
 MARIADBD=$(command -v mariadbd || command -v mysqld || ls /usr/sbin/mariadbd 2>/dev/null || true)
