@@ -331,37 +331,8 @@ def check_k8s(overlay: str, objects: list[dict]) -> None:
             for c in spec.get("containers", []) + spec.get("initContainers", []):
                 if c.get("securityContext", {}).get("privileged"):
                     fail("k8s", f"{name} container {c['name']}: privileged violates the {pss} Pod Security Standard")
-        if not is_chat(tpl):
-            check_dependency_pod(name, o, spec, strict=production)
-            continue
-        psc = spec.get("securityContext", {})
-        if psc.get("runAsNonRoot") is not True:
-            fail("k8s", f"{name}: pod securityContext.runAsNonRoot must be true")
-        if psc.get("seccompProfile", {}).get("type") != "RuntimeDefault":
-            fail("k8s", f"{name}: pod seccompProfile must be RuntimeDefault")
-        if spec.get("automountServiceAccountToken") is not False:
-            fail("k8s", f"{name}: automountServiceAccountToken must be false")
-        for c in spec.get("containers", []) + spec.get("initContainers", []):
-            cname = f"{name} container {c['name']}"
-            sc = c.get("securityContext", {})
-            if sc.get("readOnlyRootFilesystem") is not True:
-                fail("k8s", f"{cname}: readOnlyRootFilesystem must be true")
-            if sc.get("allowPrivilegeEscalation") is not False:
-                fail("k8s", f"{cname}: allowPrivilegeEscalation must be false")
-            if "ALL" not in sc.get("capabilities", {}).get("drop", []):
-                fail("k8s", f"{cname}: capabilities must drop ALL")
-            res = c.get("resources", {})
-            for part, keys in (("requests", ("cpu", "memory")), ("limits", ("cpu", "memory"))):
-                for k in keys:
-                    if k not in res.get(part, {}):
-                        fail("k8s", f"{cname}: resources.{part}.{k} is not set")
-            image = c.get("image", "")
-            if production and not pinned(image):
-                fail("k8s", f"{cname}: production images must carry a pinned tag, got {image!r}")
-            if o["kind"] == "Deployment":
-                for probe in ("readinessProbe", "livenessProbe"):
-                    if probe not in c:
-                        fail("k8s", f"{cname}: {probe} is missing")
+        # the chat services, and in production overlays their dependencies too, to the full standard
+        check_workload(name, o, spec, full=is_chat(tpl) or production, production=production)
 
     gw = deployments.get("chat-gateway")
     if gw:
@@ -454,8 +425,10 @@ def pinned(image: str) -> bool:
     return "@sha256:" in image or (":" in image.rsplit("/", 1)[-1] and not image.endswith(":latest"))
 
 
-def check_dependency_pod(name: str, o: dict, spec: dict, strict: bool) -> None:
-    """A workload that is not a chat service (MySQL, Redis, the Redis Cluster bootstrap)."""
+def check_workload(name: str, o: dict, spec: dict, full: bool, production: bool) -> None:
+    """Security contexts, resources, probes and images of one workload. `full`: the chat services, and
+    every workload of a production overlay; otherwise (a development overlay's MySQL and Redis) a
+    writable root filesystem, no CPU limit and no liveness probe are let through."""
     psc = spec.get("securityContext", {})
     if psc.get("runAsNonRoot") is not True:
         fail("k8s", f"{name}: pod securityContext.runAsNonRoot must be true")
@@ -466,21 +439,21 @@ def check_dependency_pod(name: str, o: dict, spec: dict, strict: bool) -> None:
     for c in spec.get("containers", []) + spec.get("initContainers", []):
         cname = f"{name} container {c['name']}"
         sc = c.get("securityContext", {})
+        if full and sc.get("readOnlyRootFilesystem") is not True:
+            fail("k8s", f"{cname}: readOnlyRootFilesystem must be true")
         if sc.get("allowPrivilegeEscalation") is not False:
             fail("k8s", f"{cname}: allowPrivilegeEscalation must be false")
         if "ALL" not in sc.get("capabilities", {}).get("drop", []):
             fail("k8s", f"{cname}: capabilities must drop ALL")
-        if strict and sc.get("readOnlyRootFilesystem") is not True:
-            fail("k8s", f"{cname}: readOnlyRootFilesystem must be true in a production overlay")
         res = c.get("resources", {})
-        need = [("requests", "cpu"), ("requests", "memory"), ("limits", "memory")] + ([("limits", "cpu")] if strict else [])
+        need = [("requests", "cpu"), ("requests", "memory"), ("limits", "memory")] + ([("limits", "cpu")] if full else [])
         for part, k in need:
             if k not in res.get(part, {}):
                 fail("k8s", f"{cname}: resources.{part}.{k} is not set")
-        if strict and not pinned(c.get("image", "")):
+        if production and not pinned(c.get("image", "")):
             fail("k8s", f"{cname}: production images must carry a pinned tag, got {c.get('image')!r}")
         if o["kind"] in ("Deployment", "StatefulSet") and c in spec.get("containers", []):
-            for probe in ("readinessProbe", "livenessProbe") if strict else ("readinessProbe",):
+            for probe in ("readinessProbe", "livenessProbe") if full else ("readinessProbe",):
                 if probe not in c:
                     fail("k8s", f"{cname}: {probe} is missing")
 

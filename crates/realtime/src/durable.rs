@@ -49,6 +49,9 @@ impl Replicas {
     /// The replicas to wait for on the node of `tag`: `wanted`, or fewer while the node is known to
     /// have fewer.
     fn to_wait_for(&self, tag: &str, wanted: u32) -> u32 {
+        if wanted == 0 {
+            return 0; // a single Redis: nothing to look up on every write
+        }
         let mut short = self
             .short
             .lock()
@@ -106,8 +109,8 @@ impl Realtime {
         args: &[&[u8]],
     ) -> RtResult<(Value, bool)> {
         let d = self.bus.durability();
-        let tag = keys.first().map_or("", |k| hash_tag(k));
-        let wait = self.replicas.to_wait_for(tag, d.replicas);
+        let key = keys.first().copied().unwrap_or_default();
+        let wait = self.replicas.to_wait_for(hash_tag(key), d.replicas);
         let cluster = conn.is_cluster();
         let mut pipe = redis::pipe();
         if let (Some(p), false) = (pre, cluster) {
@@ -123,12 +126,13 @@ impl Realtime {
                 .arg(wait)
                 .arg(u64::try_from(d.timeout.as_millis()).unwrap_or(u64::MAX));
         }
-        let mut durable = conn.clone();
-        if wait > 0 {
-            // WAIT holds up the rest of its connection until the replicas answer: durable writes
-            // take turns on a few connections of their own instead of stalling everything else.
-            durable = self.bus.durable_conn().await?;
-        }
+        // WAIT holds up the rest of its connection until the replicas answer: durable writes take
+        // turns on a few connections of their own instead of stalling everything else.
+        let mut durable = if wait > 0 {
+            self.bus.durable_conn().await?
+        } else {
+            conn.clone()
+        };
         for attempt in 0..2 {
             let res = match (pre, cluster) {
                 (Some(p), true) => {
@@ -151,8 +155,7 @@ impl Realtime {
                             Some(Value::Int(n)) => u32::try_from(n).unwrap_or(0),
                             _ => 0,
                         };
-                        ok = confirmed >= wait
-                            || self.fewer_replicas_than(conn, keys, tag, wait).await;
+                        ok = confirmed >= wait || self.fewer_replicas_than(conn, key, wait).await;
                     }
                     return Ok((replies.pop().unwrap_or(Value::Nil), ok));
                 }
@@ -167,20 +170,11 @@ impl Realtime {
         )))
     }
 
-    /// After a short `WAIT`: whether the node of `keys` has fewer than `wanted` replicas at all
+    /// After a short `WAIT`: whether the node of `key` has fewer than `wanted` replicas at all
     /// (then the write stands on the node's AOF, is counted and remembered); false when it has
     /// them (a replica is slow: not acknowledged) or could not be asked.
-    async fn fewer_replicas_than(
-        &self,
-        conn: &mut chat_bus::Conn,
-        keys: &[&str],
-        tag: &str,
-        wanted: u32,
-    ) -> bool {
-        let Some(key) = keys.first() else {
-            return false;
-        };
-        let n: u32 = match CONNECTED_REPLICAS.key(*key).invoke_async(&mut **conn).await {
+    async fn fewer_replicas_than(&self, conn: &mut chat_bus::Conn, key: &str, wanted: u32) -> bool {
+        let n: u32 = match CONNECTED_REPLICAS.key(key).invoke_async(&mut **conn).await {
             Ok(n) => n,
             Err(e) => {
                 tracing::warn!(error = %e, "could not ask a Redis master for its replicas");
@@ -190,17 +184,10 @@ impl Realtime {
         if n >= wanted {
             return false;
         }
+        let tag = hash_tag(key);
         self.replicas.note_short(tag, n);
         let total = UNREPLICATED_ACKS.fetch_add(1, Relaxed) + 1;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let last = LAST_WARNING.load(Relaxed);
-        if now >= last + 10
-            && LAST_WARNING
-                .compare_exchange(last, now, Relaxed, Relaxed)
-                .is_ok()
-        {
+        if crate::warning_due(&LAST_WARNING) {
             tracing::warn!(
                 shard = tag,
                 replicas = n,

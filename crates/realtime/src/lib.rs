@@ -41,18 +41,20 @@ pub fn unsaved_trimmed_total() -> u64 {
     UNSAVED_TRIMMED.load(Relaxed)
 }
 
-/// Counts `n` unsaved messages trimmed from `room`'s log, and warns at most once per 10 s per process.
-pub(crate) fn note_unsaved_trimmed(room: uuid::Uuid, n: u64, hard_cap: u32) {
-    let total = UNSAVED_TRIMMED.fetch_add(n, Relaxed) + n;
+/// Whether a warning kept to one per 10 s per process (`last`: when it was last given, in s) is due
+/// now; if so, notes that it is given.
+pub(crate) fn warning_due(last: &AtomicU64) -> bool {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let last = LAST_UNSAVED_WARNING.load(Relaxed);
-    if now >= last + 10
-        && LAST_UNSAVED_WARNING
-            .compare_exchange(last, now, Relaxed, Relaxed)
-            .is_ok()
-    {
+    let before = last.load(Relaxed);
+    now >= before + 10 && last.compare_exchange(before, now, Relaxed, Relaxed).is_ok()
+}
+
+/// Counts `n` unsaved messages trimmed from `room`'s log, and warns at most once per 10 s per process.
+pub(crate) fn note_unsaved_trimmed(room: uuid::Uuid, n: u64, hard_cap: u32) {
+    let total = UNSAVED_TRIMMED.fetch_add(n, Relaxed) + n;
+    if warning_due(&LAST_UNSAVED_WARNING) {
         tracing::warn!(
             room = %room,
             trimmed = n,

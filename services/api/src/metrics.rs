@@ -147,32 +147,29 @@ impl Metrics {
             (
                 "chat_api_mysql_errors_total",
                 "MySQL failures that made a request fail.",
-                &self.mysql_errors,
+                self.mysql_errors.load(Relaxed),
             ),
             (
                 "chat_api_redis_errors_total",
                 "Redis failures: requests that failed on Redis, and rate-limit checks skipped because Redis did not answer.",
-                &self.redis_errors,
+                self.redis_errors.load(Relaxed),
+            ),
+            (
+                "chat_api_unsaved_trimmed_total",
+                "Messages MySQL did not have yet trimmed from a room's Redis log at its hard cap (10 x RECENT_LOG_SIZE): missing from history until the worker stores them.",
+                chat_realtime::unsaved_trimmed_total(),
+            ),
+            (
+                "chat_api_unreplicated_acks_total",
+                "Writes acknowledged with fewer Redis replicas than REDIS_WAIT_REPLICAS because their master had fewer (after a failover, until a replacement replica synced).",
+                chat_realtime::unreplicated_acks_total(),
             ),
         ] {
             let _ = writeln!(
                 o,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                v.load(Relaxed)
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
             );
         }
-        let _ = writeln!(
-            o,
-            "# HELP chat_api_unsaved_trimmed_total Messages MySQL did not have yet trimmed from a room's Redis log at its hard cap (10 x RECENT_LOG_SIZE): missing from history until the worker stores them.\n\
-             # TYPE chat_api_unsaved_trimmed_total counter\nchat_api_unsaved_trimmed_total {}",
-            chat_realtime::unsaved_trimmed_total()
-        );
-        let _ = writeln!(
-            o,
-            "# HELP chat_api_unreplicated_acks_total Writes acknowledged with fewer Redis replicas than REDIS_WAIT_REPLICAS because their master had fewer (after a failover, until a replacement replica synced).\n\
-             # TYPE chat_api_unreplicated_acks_total counter\nchat_api_unreplicated_acks_total {}",
-            chat_realtime::unreplicated_acks_total()
-        );
         o
     }
 }
@@ -234,7 +231,7 @@ mod tests {
             .filter(|l| l.starts_with("api "))
             .filter_map(|l| l.split_whitespace().nth(1))
             .collect();
-        assert_eq!(names.len(), 5);
+        assert_eq!(names.len(), 6);
         for n in names {
             assert!(text.contains(&format!("# TYPE {n} ")), "{n} missing");
         }

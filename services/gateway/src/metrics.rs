@@ -263,7 +263,7 @@ mod tests {
             );
             n += 1;
         }
-        assert_eq!(n, 16);
+        assert_eq!(n, 18);
         assert!(text.contains("chat_gateway_events_in_total{event=\"send_message\"} 1"));
         assert!(text.contains("chat_gateway_events_out_total{event=\"receive_message\"} 2"));
         assert!(text.contains("chat_gateway_send_latency_seconds_bucket{le=\"0.002\"} 1"));

@@ -163,12 +163,13 @@ function clusterSuite() {
       const byRoom = {};
       for (const m of missing) (byRoom[m.roomId] ??= []).push(m.seq);
       console.log(`# missing at the reader: ${missing.length} ${JSON.stringify(byRoom)}`);
-      for (let p = 7000; p <= 7005; p++) {
-        try {
-          const chans = await onNode(st.redis, `127.0.0.1:${p}`, "PUBSUB", "SHARDCHANNELS", `${st.prefix}:*`);
-          const role = (await onNode(st.redis, `127.0.0.1:${p}`, "ROLE"))[0];
-          console.log(`# node ${p} ${role}: ${chans.length} shard channels`);
-        } catch (err) { console.log(`# node ${p}: ${err}`); }
+      // Where the subscriptions are: the shard channels of this stack on every node still up.
+      const nodes = String(await st.redis.command("CLUSTER", "NODES")).trim().split("\n")
+        .filter((l) => !l.includes("fail")).map((l) => l.split(" ")[1].split("@")[0]);
+      for (const addr of nodes) {
+        const chans = await onNode(st.redis, addr, "PUBSUB", "SHARDCHANNELS", `${st.prefix}:*`);
+        const role = (await onNode(st.redis, addr, "ROLE"))[0];
+        console.log(`# node ${addr} ${role}: ${chans.length} shard channels`);
       }
       throw e;
     }
