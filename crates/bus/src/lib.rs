@@ -9,6 +9,8 @@ mod conn;
 pub mod keys;
 pub mod pubsub;
 mod ratelimit;
+pub mod shards;
+pub mod slot;
 pub mod stream;
 
 pub use conn::{Conn, Handle, Target, CLUSTER_RETRIES, CLUSTER_SCHEME};

@@ -2,23 +2,19 @@
 //!
 //! * **Single Redis**: classic `SUBSCRIBE` on a connection of its own; the stream ends when that
 //!   connection is lost, and the caller opens a new subscriber (and refills what it missed).
-//! * **Cluster**: sharded pub/sub. `SSUBSCRIBE` goes to the node that owns the channel's slot, so a
-//!   message published with `SPUBLISH` crosses only that shard, never the whole cluster bus. The
-//!   cluster connection (RESP3, pushes into one channel) holds a connection per node; the stream
-//!   reports what a subscriber must act on: a node connection that closed ([`Incoming::Lost`]: its
-//!   channels may be gone — a master died, or the connection broke) and a channel the server dropped
-//!   ([`Incoming::Unsubscribed`]: its slot moved to another node, or its master became a replica).
-//!   The caller subscribes again (the connection routes the new `SSUBSCRIBE` by the current slot
-//!   map, refreshing it and retrying while a failover completes) and refills the gap from the room
-//!   logs.
+//! * **Cluster**: sharded pub/sub ([`crate::shards`]). `SSUBSCRIBE` goes to the master that owns
+//!   the channel's slot, so a message published with `SPUBLISH` crosses only that shard, never the
+//!   whole cluster bus. The stream reports every subscription that was lost
+//!   ([`Incoming::Lost`], with its channels: a master died, a link broke, a slot moved), and
+//!   [`Sink::check`] finds the ones lost silently; the caller subscribes them again and refills the
+//!   gap from the room logs.
 
-use crate::conn::{cluster_builder, Client, REDIS_TIMEOUT};
+use crate::conn::Client;
+use crate::shards::Shards;
 use crate::{Bus, BusError, BusResult};
 use deadpool_redis::redis::{
-    self,
     aio::{PubSubSink, PubSubStream},
-    cluster_async::ClusterConnection,
-    Msg, PushInfo, PushKind, Value,
+    Msg, PushInfo, Value,
 };
 use futures_util::StreamExt as _;
 use tokio::sync::mpsc;
@@ -27,24 +23,27 @@ use tokio::sync::mpsc;
 #[derive(Clone)]
 pub enum Sink {
     Single(PubSubSink),
-    Cluster(ClusterConnection),
+    Cluster(Shards),
 }
 
 /// What arrives on a subscriber.
 pub enum Stream {
     Single(PubSubStream),
-    Cluster(mpsc::UnboundedReceiver<PushInfo>),
+    Cluster {
+        rx: mpsc::UnboundedReceiver<(u64, PushInfo)>,
+        shards: Shards,
+    },
 }
 
 /// One thing a subscriber receives.
 pub enum Incoming {
     /// A message on a subscribed channel.
     Message(Msg),
-    /// The server dropped this channel's subscription (a cluster slot moved, or our own
-    /// unsubscribe).
+    /// Our own unsubscribe of this channel is done.
     Unsubscribed(String),
-    /// A node connection of the cluster closed: any subscription may be gone.
-    Lost,
+    /// On a cluster: these channels are no longer subscribed (their node connection closed, or
+    /// the server dropped them). Subscribe them again and refill what they missed.
+    Lost(Vec<String>),
 }
 
 impl Bus {
@@ -59,15 +58,11 @@ impl Bus {
                 Ok((Sink::Single(sink), Stream::Single(stream)))
             }
             Client::Cluster(nodes) => {
-                let (tx, rx) = mpsc::unbounded_channel();
-                let conn = cluster_builder(nodes)
-                    .use_protocol(redis::ProtocolVersion::RESP3)
-                    .push_sender(tx)
-                    .response_timeout(REDIS_TIMEOUT)
-                    .build()?
-                    .get_async_connection()
-                    .await?;
-                Ok((Sink::Cluster(conn), Stream::Cluster(rx)))
+                let (shards, rx) = Shards::new(nodes)?;
+                Ok((
+                    Sink::Cluster(shards.clone()),
+                    Stream::Cluster { rx, shards },
+                ))
             }
         }
     }
@@ -86,23 +81,7 @@ impl Sink {
                 Ok(()) => (Vec::new(), None),
                 Err(e) => (channels.to_vec(), Some(e.into())),
             },
-            Self::Cluster(c) => {
-                // One command per channel: SSUBSCRIBE of several channels must stay in one slot.
-                let calls = channels.iter().map(|ch| {
-                    let mut c = c.clone();
-                    async move { c.ssubscribe(ch).await }
-                });
-                let results = futures_util::future::join_all(calls).await;
-                let mut failed = Vec::new();
-                let mut first = None;
-                for (ch, r) in channels.iter().zip(results) {
-                    if let Err(e) = r {
-                        failed.push(ch.clone());
-                        first.get_or_insert(BusError::from(e));
-                    }
-                }
-                (failed, first)
-            }
+            Self::Cluster(c) => c.subscribe(channels).await,
         }
     }
 
@@ -113,25 +92,24 @@ impl Sink {
     pub async fn unsubscribe(&mut self, channel: &str) -> BusResult<()> {
         match self {
             Self::Single(s) => Ok(s.unsubscribe(channel).await?),
-            Self::Cluster(c) => Ok(c.sunsubscribe(channel).await?),
+            Self::Cluster(c) => c.unsubscribe(channel).await,
         }
     }
 
-    /// A round trip on the subscriber's connection (on a cluster, on every node's), to tell a
-    /// silently dead connection from a quiet one.
+    /// The keepalive. A single Redis: a round trip, to tell a silently dead connection from a
+    /// quiet one (an error: open a new subscriber). A cluster: [`Shards::check`], returning the
+    /// channels to subscribe again.
     ///
     /// # Errors
-    /// The connection (or a node) did not answer.
-    pub async fn ping(&mut self) -> BusResult<()> {
+    /// The single Redis did not answer.
+    pub async fn check(&mut self) -> BusResult<Vec<String>> {
         match self {
             Self::Single(s) => {
                 let _: Value = s.ping().await?;
+                Ok(Vec::new())
             }
-            Self::Cluster(c) => {
-                let _: Value = redis::cmd("PING").query_async(c).await?;
-            }
+            Self::Cluster(c) => Ok(c.check().await),
         }
-        Ok(())
     }
 }
 
@@ -141,23 +119,10 @@ impl Stream {
     pub async fn next(&mut self) -> Option<Incoming> {
         match self {
             Self::Single(s) => s.next().await.map(Incoming::Message),
-            Self::Cluster(rx) => loop {
-                let push = rx.recv().await?;
-                match push.kind {
-                    PushKind::SMessage | PushKind::Message => {
-                        if let Some(m) = Msg::from_push_info(push) {
-                            return Some(Incoming::Message(m));
-                        }
-                    }
-                    PushKind::SUnsubscribe => {
-                        if let Some(Value::BulkString(ch)) = push.data.first() {
-                            return Some(Incoming::Unsubscribed(
-                                String::from_utf8_lossy(ch).into_owned(),
-                            ));
-                        }
-                    }
-                    PushKind::Disconnection => return Some(Incoming::Lost),
-                    _ => {}
+            Self::Cluster { rx, shards } => loop {
+                let (node, push) = rx.recv().await?;
+                if let Some(incoming) = shards.on_push(node, push) {
+                    return Some(incoming);
                 }
             },
         }

@@ -21,6 +21,7 @@
 //! by default).
 
 use crate::{Realtime, RtError, RtResult};
+use chat_bus::slot::hash_tag;
 use deadpool_redis::redis::{self, Script, Value};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -73,16 +74,6 @@ impl Replicas {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         short.insert(tag.to_owned(), (n, Instant::now()));
     }
-}
-
-/// The hash tag of a key (`{…}`, what the cluster hashes), or the whole key.
-fn hash_tag(key: &str) -> &str {
-    key.find('{')
-        .and_then(|open| {
-            let close = key[open + 1..].find('}')?;
-            (close > 0).then(|| &key[open + 1..open + 1 + close])
-        })
-        .unwrap_or(key)
 }
 
 /// KEYS: any key of the node to ask. Returns the master's connected replicas.
@@ -204,15 +195,6 @@ impl Realtime {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_hash_tag_is_what_the_cluster_hashes() {
-        assert_eq!(hash_tag("chat:v1:{3}:room:x:seq"), "3");
-        assert_eq!(hash_tag("chat:v1:{u:ab}:presence"), "u:ab");
-        assert_eq!(hash_tag("plain"), "plain");
-        assert_eq!(hash_tag("a{}b"), "a{}b");
-        assert_eq!(hash_tag("a{b"), "a{b");
-    }
 
     #[test]
     fn a_short_replica_count_is_remembered_for_a_while() {

@@ -16,13 +16,18 @@
 //!   on it and disconnects its connections as above (announcing them offline, cutting their
 //!   recovery sessions to the recovery window). So a user whose gateway died is announced offline
 //!   within `PRESENCE_TTL_SECS + PRESENCE_HEARTBEAT_SECS`.
+//! * A gateway whose own heartbeat failed (the liveness key's Redis node failed over, say) reaps
+//!   nobody for a `PRESENCE_TTL_SECS` after: the others missed their beats in the same outage and
+//!   are not dead. Readers may count their users offline until their next beat; nothing is
+//!   announced or removed for it.
 
 use crate::state::{ClientSocket, Gateway};
 use chat_bus::stream::{Envelope, Event, LastSeen};
 use deadpool_redis::redis::{self, Script};
 use std::collections::HashSet;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, PoisonError};
+use std::time::Instant;
 use uuid::Uuid;
 
 /// KEYS: presence set. ARGV: connection id. Returns the user's connections before.
@@ -245,9 +250,22 @@ impl Gateway {
             Err(e) => {
                 self.metrics.redis_errors.fetch_add(1, Relaxed);
                 tracing::warn!(error = %e, "liveness heartbeat failed");
+                *self
+                    .beat_failed_at
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
                 return;
             }
         };
+        let recently_failed = self
+            .beat_failed_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some_and(|at| at.elapsed() < gw.presence_ttl);
+        if recently_failed {
+            // The others' heartbeats may have failed as ours did: give them a TTL to come back.
+            return;
+        }
         if let Err(e) = self.reap_dead_gateways(now).await {
             self.metrics.redis_errors.fetch_add(1, Relaxed);
             tracing::warn!(error = %e, "could not clean up after dead gateways");

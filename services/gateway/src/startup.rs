@@ -60,6 +60,7 @@ impl Application {
             sockets: Mutex::new(HashMap::new()),
             ready: false.into(),
             revocations_read: 0.into(),
+            beat_failed_at: Mutex::new(None),
             rt,
             store,
             bus,

@@ -72,6 +72,11 @@ pub struct Gateway {
     pub ready: AtomicBool,
     /// Where the re-check's last read of the revocation log ended (ms, Redis clock; 0: not yet).
     pub revocations_read: AtomicI64,
+    /// When this gateway's last liveness heartbeat failed (none yet: `None`). Dead gateways are
+    /// not reaped until a whole presence TTL has passed since: an outage that kept this gateway
+    /// from beating (a Redis failover) kept the others from it too, and their expired entries do
+    /// not mean they died.
+    pub beat_failed_at: Mutex<Option<std::time::Instant>>,
 }
 
 impl Gateway {

@@ -3,13 +3,14 @@
 //! * **Single Redis** (`SUBSCRIBE`): when the connection ends or stops answering pings, a new one is
 //!   opened, every channel subscribed again, every room refilled from its log, and tokens and rooms
 //!   re-checked (control messages published meanwhile are gone).
-//! * **Cluster** (`SSUBSCRIBE`, one connection per node): a node connection that closes (its master
-//!   died, or the link broke) or a channel the server drops (its slot moved, its master became a
-//!   replica) does not end the subscriber. The lost channels are subscribed again in the
-//!   background — the client routes each by the current slot map, refreshing it while a failover
-//!   completes — and each room is refilled from its log once its subscription is back, so clients
-//!   see neither a gap nor a duplicate. Channels that could not be subscribed yet are retried every
-//!   [`RETRY`]; the rest of the fan-out goes on meanwhile.
+//! * **Cluster** (`SSUBSCRIBE`, one connection per master): a node connection that closes (its
+//!   master died, or the link broke), a channel the server drops (its slot moved, its master became
+//!   a replica) or one the keepalive finds on the wrong node does not end the subscriber. The bus
+//!   names the channels that were lost; they are subscribed again in the background on the master
+//!   that owns their slot now (the slot map is refreshed while a failover completes), and each room
+//!   is refilled from its log once its subscription is back, so clients see neither a gap nor a
+//!   duplicate. Channels that could not be subscribed yet are retried every [`RETRY`]; the rest of
+//!   the fan-out goes on meanwhile.
 
 use crate::fanout::{room_of, Cmd, Fanout};
 use crate::state::Gateway;
@@ -92,10 +93,20 @@ impl Fanout {
         );
     }
 
-    /// Every subscription may be gone: subscribe them all again.
-    fn lose_all(&self, pending: &mut Pending) {
+    /// These subscriptions are gone (a cluster node failed or a slot moved): subscribe those still
+    /// wanted again.
+    fn lose(
+        &self,
+        channels: Vec<String>,
+        pending: &mut Pending,
+        done: &mpsc::UnboundedSender<Resubscribed>,
+        sink: &Sink,
+    ) {
         self.gw.metrics.pubsub_reconnects.fetch_add(1, Relaxed);
-        pending.channels.extend(self.channels());
+        pending
+            .channels
+            .extend(channels.into_iter().filter(|ch| self.wants(ch)));
+        pending.start(sink, done);
     }
 }
 
@@ -163,17 +174,22 @@ pub async fn run(gw: Arc<Gateway>, mut rx: mpsc::UnboundedReceiver<Cmd>) {
             }
             tokio::select! {
                 _ = keepalive.tick() => {
-                    let ping = tokio::time::timeout(PUBSUB_PING, sink.ping()).await;
-                    if !matches!(ping, Ok(Ok(()))) {
-                        f.gw.metrics.redis_errors.fetch_add(1, Relaxed);
-                        if !bus.is_cluster() {
+                    match tokio::time::timeout(PUBSUB_PING, sink.check()).await {
+                        Ok(Ok(lost)) if lost.is_empty() => {}
+                        Ok(Ok(lost)) => {
+                            f.gw.metrics.redis_errors.fetch_add(1, Relaxed);
+                            tracing::warn!(channels = lost.len(), "subscriptions lost on the cluster (a node not answering, or slots moved); subscribing again");
+                            f.lose(lost, &mut pending, &done_tx, &sink);
+                        }
+                        _ if bus.is_cluster() => {
+                            f.gw.metrics.redis_errors.fetch_add(1, Relaxed);
+                            tracing::warn!("cluster subscriber check timed out");
+                        }
+                        _ => {
+                            f.gw.metrics.redis_errors.fetch_add(1, Relaxed);
                             tracing::warn!("pub/sub connection not answering pings; reconnecting");
                             break;
                         }
-                        // A node did not answer: its subscriptions may have gone with it.
-                        tracing::warn!("a cluster node is not answering pings; subscribing again");
-                        f.lose_all(&mut pending);
-                        pending.start(&sink, &done_tx);
                     }
                 }
                 _ = retry.tick(), if !pending.channels.is_empty() => pending.start(&sink, &done_tx),
@@ -196,19 +212,16 @@ pub async fn run(gw: Arc<Gateway>, mut rx: mpsc::UnboundedReceiver<Cmd>) {
                         }
                     }
                     Some(Incoming::Unsubscribed(channel)) => {
-                        // Our own unsubscribe of a room we left, or the server dropped a channel
-                        // we still want (its slot moved).
+                        // Our own unsubscribe of a room we left; a join since then wants it back.
                         if f.wants(&channel) {
-                            tracing::info!(channel, "channel unsubscribed by the server; subscribing again");
                             pending.channels.insert(channel);
                             pending.start(&sink, &done_tx);
                         }
                     }
-                    Some(Incoming::Lost) => {
+                    Some(Incoming::Lost(lost)) => {
                         f.gw.metrics.redis_errors.fetch_add(1, Relaxed);
-                        tracing::warn!("a cluster node connection closed; subscribing again");
-                        f.lose_all(&mut pending);
-                        pending.start(&sink, &done_tx);
+                        tracing::warn!(channels = lost.len(), "a cluster node connection closed or dropped channels; subscribing again");
+                        f.lose(lost, &mut pending, &done_tx, &sink);
                     }
                     None => {
                         f.gw.metrics.redis_errors.fetch_add(1, Relaxed);
