@@ -1,4 +1,4 @@
-// On a Redis Cluster only (CHAT_TEST_REDIS_URL=redis+cluster://…; scripts/dev/cluster-tests.sh starts
+// On a Redis Cluster only (CHAT_TEST_REDIS_URL=redis+cluster://…; scripts/test.d/45-cluster.sh starts
 // one and runs this with the other suites): rooms spread over the masters, and a master killed with
 // SIGKILL while messages flow loses no acknowledged message.
 

@@ -12,7 +12,7 @@ DIR=services/gateway/tests
 CLUSTER=scripts/dev/redis-cluster.sh
 
 if ! command -v redis-server >/dev/null 2>&1; then
-  echo "cluster-tests: redis-server is missing (scripts/deps.sh installs it)" >&2
+  echo "45-cluster: redis-server is missing (scripts/deps.sh installs it)" >&2
   exit 1
 fi
 port=${REDIS_CLUSTER_PORT:-7000}
@@ -33,7 +33,7 @@ export REDIS_CLUSTER_PORT=$port
 echo "-- Rust suites that use Redis"
 if ! cargo test --locked -p chat-bus -p chat-realtime -p chat-api -p chat-worker >"$LOG" 2>&1; then
   grep -vE '^test .* \.\.\. ok$' "$LOG" | tail -150 >&2
-  echo "cluster-tests: a Rust suite failed on the cluster" >&2
+  echo "45-cluster: a Rust suite failed on the cluster" >&2
   exit 1
 fi
 grep -E '^test result' "$LOG"
