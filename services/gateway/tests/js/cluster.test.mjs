@@ -72,8 +72,30 @@ function clusterSuite() {
   s.test("failover: a master killed with SIGKILL while senders run loses no acknowledged message", async (st) => {
     const users = await st.users("s0", "s1", "s2", "s3", "reader");
     const reader = users[4];
+
+    // The victim: the master holding the gateways' liveness (`gw:alive`), so the failover also tests
+    // that the gateways do not take each other for dead. Rooms are created until some live on it
+    // (a room's keys carry its shard's hash tag: found from its `seq` key after one send).
+    const before = await masters(st.redis);
+    const aliveSlot = Number(await st.redis.command("CLUSTER", "KEYSLOT", `${st.prefix}:v1:gw:alive`));
+    const victim = before.find((m) => m.slots.some(([a, b]) => aliveSlot >= a && aliveSlot <= b)).addr;
+    const masterOf = async (roomId) => {
+      for (const m of before) {
+        const [, keys] = await onNode(st.redis, m.addr, "SCAN", "0", "MATCH", `${st.prefix}:v1:*:room:${roomId}:seq`, "COUNT", 100000);
+        if (keys.length) return m.addr;
+      }
+      return null;
+    };
     const rooms = [];
-    for (let i = 0; i < 12; i++) rooms.push(await st.room(users[i % 4]));
+    let onVictim = 0;
+    while (rooms.length < 12 || (onVictim < 3 && rooms.length < 60)) {
+      const owner = users[rooms.length % 4];
+      const r = await st.room(owner);
+      await st.restOk("POST", `/rooms/${r.id}/messages`, { token: owner.token, body: { content: "warm-up" } });
+      if ((await masterOf(r.id)) === victim) onVictim++;
+      rooms.push(r);
+    }
+    assert.ok(onVictim >= 1, `some rooms live on the victim ${victim}`);
     for (const r of rooms) await st.restOk("POST", `/rooms/${r.id}/join`, { token: reader.token });
     const recv = await st.connect(1, reader);
     for (const r of rooms) assert.equal((await ack(recv, "join_room", { roomId: r.id })).ok, true);
@@ -83,20 +105,6 @@ function clusterSuite() {
       for (const r of rooms.filter((_, k) => k % 4 === i)) assert.equal((await ack(sock, "join_room", { roomId: r.id })).ok, true);
       senders.push({ sock, rooms: rooms.filter((_, k) => k % 4 === i) });
     }
-
-    // The victim: the master serving the first room's shard.
-    const before = await masters(st.redis);
-    const seqKeySlot = await (async () => {
-      // The room's keys carry its shard's hash tag: find it from a key that exists after one send.
-      await ack(senders[0].sock, "send_message", { roomId: rooms[0].id, content: "warm-up", clientMsgId: "warm-up" });
-      for (const m of before) {
-        const [, keys] = await onNode(st.redis, m.addr, "SCAN", "0", "MATCH", `${st.prefix}:v1:*:room:${rooms[0].id}:seq`, "COUNT", 100000);
-        if (keys.length) return { addr: m.addr, key: keys[0] };
-      }
-      return null;
-    })();
-    assert.ok(seqKeySlot, "the room's keys are on a master");
-    const victim = seqKeySlot.addr;
     const pid = Number(/process_id:(\d+)/.exec(await onNode(st.redis, victim, "INFO", "server"))[1]);
 
     const acked = new Map(); // id -> message
@@ -175,6 +183,11 @@ function clusterSuite() {
     }
     const ids = recv.rec.all("receive_message").map((m) => m.id);
     assert.equal(ids.length, new Set(ids).size, "no duplicates delivered");
+    // The senders stayed connected to gateway 0 throughout: gateway 1 must not have reaped it while
+    // the liveness key's master was down.
+    const senderIds = new Set(users.slice(0, 4).map((u) => u.id));
+    const offline = recv.rec.all("user_status").filter((e) => e.online === false && senderIds.has(e.userId));
+    assert.deepEqual(offline, [], "no sender announced offline by the failover");
 
     // … and is in MySQL exactly once, with gap-free seqs per room.
     // (Sends that were refused may have been written all the same: count the acknowledged ones.)
