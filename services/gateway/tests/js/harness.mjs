@@ -189,7 +189,11 @@ export function ack(socket, ev, ...args) {
 // ---------------------------------------------------------------------------------------------------
 // The stack
 
-export async function startStack(name, { gatewayEnv = {} } = {}) {
+/**
+ * Starts a stack. `redisUrl`: another Redis than CHAT_TEST_REDIS_URL (the chaos suite's own);
+ * `perGatewayEnv[i]`: settings of gateway `i` only (on top of `gatewayEnv`).
+ */
+export async function startStack(name, { gatewayEnv = {}, redisUrl = REDIS_URL, perGatewayEnv = [] } = {}) {
   for (const [k, b] of Object.entries(BIN)) {
     if (!fs.existsSync(b)) throw new Error(`${k} binary missing at ${b} (cargo build -p chat-api -p chat-gateway -p chat-worker)`);
   }
@@ -205,7 +209,7 @@ export async function startStack(name, { gatewayEnv = {} } = {}) {
     HOME: process.env.HOME,
     APP_ENV: "development",
     DATABASE_URL: dbUrl.href,
-    REDIS_URL,
+    REDIS_URL: redisUrl,
     REDIS_PREFIX: prefix,
     BIND_HOST: "127.0.0.1",
     API_RATE_LIMIT_PER_MINUTE: "1000000",
@@ -215,6 +219,8 @@ export async function startStack(name, { gatewayEnv = {} } = {}) {
     NO_COLOR: "1",
   };
   const stack = new Stack(name, id, dbName, prefix, logDir, baseEnv, gatewayEnv);
+  stack.redisUrl = redisUrl;
+  stack.perGatewayEnv = perGatewayEnv;
   try {
     const m = spawnSync(BIN.api, ["migrate"], { env: baseEnv, encoding: "utf8", timeout: 120000 });
     if (m.status !== 0) throw new Error(`chat-api migrate failed: ${m.stdout}\n${m.stderr}`);
@@ -249,7 +255,7 @@ export class Stack {
       ...this.gateways.map((g) => waitReady(g.proc, `${g.url}/ready`)),
     ]);
     this.lb = await startLb(g0);
-    this.redis = await Redis.connect();
+    this.redis = await Redis.connect(this.redisUrl);
   }
 
   /** Starts gateway `i` on `port` with a fresh GATEWAY_ID (a restarted replica is a new one). */
@@ -263,6 +269,7 @@ export class Stack {
         ...this.baseEnv,
         ...GATEWAY_TIMINGS,
         ...this.gatewayEnv,
+        ...(this.perGatewayEnv?.[i] ?? {}),
         ...env,
         GATEWAY_ID: gid,
         GATEWAY_PORT: String(port),
