@@ -1,5 +1,5 @@
 # The two commands of the README, and a few helpers.
-.PHONY: up down test lint fmt bench manifests image compose-up
+.PHONY: up down test lint fmt bench manifests image compose-up chaos
 
 up:    ## build and start the whole stack locally, print where to go
 	@scripts/up.sh
@@ -16,6 +16,9 @@ lint:
 
 fmt:
 	cargo fmt --all
+
+chaos:      ## the chaos suite: faults while traffic runs, and the checks that nothing acknowledged is lost
+	@bash scripts/test.d/47-chaos.sh
 
 manifests:  ## validate deploy/, k8s/ and docker-compose.yml (no Docker or cluster needed)
 	@bash scripts/test.d/15-manifests.sh
