@@ -24,6 +24,7 @@ const proxy = redis ? await startFaultProxy(redis.port) : null;
 after(async () => {
   await proxy?.close();
   await redis?.stop();
+  if (!process.env.GATEWAY_E2E_KEEP_LOGS) fs.rmSync(LOG_DIR, { recursive: true, force: true });
 });
 
 const ROWS = [];
