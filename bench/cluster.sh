@@ -29,6 +29,7 @@ IDLE_SECS=${IDLE_SECS:-60}
 MODES=${MODES:-single cluster}
 PROCS=${PROCS:-2}
 source scripts/testlib/db.sh  # DB_BASE, REDIS_URL, MYSQL
+source bench/lib.sh          # free_port, wait_ready, join
 CLUSTER=scripts/dev/redis-cluster.sh
 CPORT=${REDIS_CLUSTER_PORT:-7000}
 
@@ -49,16 +50,6 @@ cleanup() {
   if [ "$started_cluster" = 1 ]; then bash "$CLUSTER" down >/dev/null 2>&1 || true; fi
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_ready() {
-  for _ in $(seq 1 150); do
-    curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
-    sleep 0.2
-  done
-  echo "not ready: $1" >&2
-  return 1
-}
-join() { local IFS=,; echo "$*"; }
 
 # bench_run NAME RATE DURATION: PROCS chat-bench processes over the rooms, started together; Redis is
 # snapshotted once all are connected and joined, and again when they are done.

@@ -49,6 +49,7 @@ ROOM_SOURCE_IPS=${ROOM_SOURCE_IPS:-8}
 PERSIST_RATE=${PERSIST_RATE:-}
 BENCH_WRITE_DOCS=${BENCH_WRITE_DOCS:-1}
 source scripts/testlib/db.sh  # DB_BASE, REDIS_URL, MYSQL
+source bench/lib.sh          # free_port, wait_ready, join
 has() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 T_START=$(date +%s)
 
@@ -73,16 +74,6 @@ cleanup() {
   fi
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_ready() {
-  for _ in $(seq 1 150); do
-    curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
-    sleep 0.2
-  done
-  echo "not ready: $1" >&2
-  return 1
-}
-join() { local IFS=,; echo "$*"; }
 json_get() { python3 -c 'import json,sys; v=json.load(open(sys.argv[1])); [v:=v[k] for k in sys.argv[2:]]; print(v)' "$@"; }
 
 "${MYSQL[@]}" -e "CREATE DATABASE $DB CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"

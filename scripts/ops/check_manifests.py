@@ -662,11 +662,7 @@ def check_redis_compose(form: str, compose: dict) -> None:
         fail("redis", f"{form}: one service must create the cluster (redis-cli --cluster create), found {sorted(inits)}")
         return
     init, script = next(iter(inits.items()))
-    replicas = int(flag(script, "--cluster-replicas") or 0)
-    if replicas < 1:
-        fail("redis", f"{form}: {init} must create the cluster with --cluster-replicas >= 1")
-    if "cluster_state" not in script:
-        fail("redis", f"{form}: {init} must skip the creation when cluster_state is already ok")
+    replicas = check_bootstrap(form, init, script)
     deps = as_mapping("depends_on", services[init].get("depends_on") or {})
     for n in nodes:
         if deps.get(n, {}).get("condition") != "service_healthy":
@@ -683,6 +679,16 @@ def check_redis_compose(form: str, compose: dict) -> None:
             fail("redis", f"{form}: {n}: REDIS_CLUSTER_NODES must name the nodes {sorted(want)}, got {sorted(got)}")
         check_wait(f"{form} {n}", env, replicas, masters)
     print(f"redis: {form}: {len(nodes)} cluster nodes, {masters} masters, created by {init}")
+
+
+def check_bootstrap(where: str, name: str, script: str) -> int:
+    """The cluster's creation script (Compose service or Job): replicas per master, and idempotent."""
+    replicas = int(flag(script, "--cluster-replicas") or 0)
+    if replicas < 1:
+        fail("redis", f"{where}: {name} must create the cluster with --cluster-replicas >= 1")
+    if "cluster_state" not in script:
+        fail("redis", f"{where}: {name} must skip the creation when cluster_state is already ok")
+    return replicas
 
 
 def check_redis_k8s(overlay: str, objects: list[dict]) -> None:
@@ -748,11 +754,7 @@ def check_redis_k8s(overlay: str, objects: list[dict]) -> None:
             fail("redis", f"k8s/{overlay}: one Job must create the cluster (redis-cli --cluster create), found {sorted(jobs)}")
             continue
         jname, script = next(iter(jobs.items()))
-        replicas = int(flag(script, "--cluster-replicas") or 0)
-        if replicas < 1:
-            fail("redis", f"k8s/{overlay}: {jname} must create the cluster with --cluster-replicas >= 1")
-        if "cluster_state" not in script:
-            fail("redis", f"k8s/{overlay}: {jname} must skip the creation when cluster_state is already ok")
+        replicas = check_bootstrap(f"k8s/{overlay}", jname, script)
         if not network_allows(policies, templates[jname], labels, 6379):
             fail("redis", f"k8s/{overlay}: the NetworkPolicies keep {jname} from {name}:6379")
         masters = n // (replicas + 1)

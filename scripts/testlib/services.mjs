@@ -357,11 +357,26 @@ export function mysql(sql) {
 
 // ---------------------------------------------------------------------------------------------------
 // The load balancer: a TCP proxy whose upstream can be switched (or turned off: connections are
-// refused by closing them at once), and whose live connections can be cut.
+// refused by closing them at once), whose live connections can be cut, and whose traffic can be
+// held back (`setDelay`: every chunk that long in each direction, order kept — a slow link).
 
 export async function startLb(targetPort) {
   let target = targetPort;
+  let delayMs = 0;
   const pairs = new Set();
+  const forward = (from, to) =>
+    from.on("data", (chunk) => {
+      if (delayMs === 0) {
+        // As pipe() would: a reader that does not read slows the writer (the slow-client tests).
+        if (!to.write(chunk)) {
+          from.pause();
+          to.once("drain", () => from.resume());
+        }
+      } else {
+        // Timers of equal delay fire in the order they were set: chunks keep their order.
+        setTimeout(() => to.destroyed || to.write(chunk), delayMs);
+      }
+    });
   const server = net.createServer((client) => {
     if (target == null) {
       client.destroy();
@@ -379,8 +394,8 @@ export async function startLb(targetPort) {
     up.on("error", close);
     client.on("close", close);
     up.on("close", close);
-    client.pipe(up);
-    up.pipe(client);
+    forward(client, up);
+    forward(up, client);
   });
   await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
   const { port } = server.address();
@@ -393,6 +408,10 @@ export async function startLb(targetPort) {
     },
     get target() {
       return target;
+    },
+    /** Holds every chunk `ms` in each direction (0: none). */
+    setDelay(ms) {
+      delayMs = ms;
     },
     get connections() {
       return pairs.size;

@@ -6,21 +6,21 @@
 // to catch up) is printed and written to target/test-artifacts/chaos.md.
 //
 // The stack runs on a Redis of its own (AOF, as the project runs it), so it can be killed; gateway 1
-// reaches it through a delay/cut proxy. Run: scripts/test.d/47-chaos.sh (in `make test`) or
-// `make chaos`.
+// reaches it through the test load balancer (startLb), which can slow and cut the link.
+// Run: scripts/test.d/47-chaos.sh (in `make test`) or `make chaos`.
 
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { after } from "node:test";
-import { CLUSTER, ROOT, Redis, SHARDS, ack, eventually, mysql, sleep, suite } from "../js/harness.mjs";
-import { startFaultProxy } from "./faultproxy.mjs";
+import { CLUSTER, ROOT, Redis, SHARDS, ack, eventually, mysql, sleep, startLb, suite } from "../js/harness.mjs";
 import { startRedis } from "./redisproc.mjs";
 
 const LOG_DIR = fs.mkdtempSync(path.join(process.env.TMPDIR || "/tmp", "chat-chaos-"));
 const redis = CLUSTER ? null : await startRedis(LOG_DIR);
-const proxy = redis ? await startFaultProxy(redis.port) : null;
+// Gateway 1 reaches Redis through a TCP proxy that can slow and cut the link.
+const proxy = redis ? await startLb(redis.port) : null;
 after(async () => {
   await proxy?.close();
   await redis?.stop();
@@ -43,7 +43,7 @@ const s = CLUSTER
   : suite("chaos", {
       redisUrl: redis.url,
       gatewayEnv: { MESSAGE_RATE_LIMIT: "100000" },
-      perGatewayEnv: [{}, { REDIS_URL: proxy.url }],
+      perGatewayEnv: [{}, { REDIS_URL: `redis://127.0.0.1:${proxy.port}` }],
     });
 
 const SENDERS = 4;
@@ -238,11 +238,13 @@ if (CLUSTER) {
 
   s.test("gateway 1's link to Redis slowed by 300 ms, then cut for 3 s, then back", async (st) => {
     await scenario(st, "gateway↔Redis slow 300 ms, cut 3 s", async () => {
-      proxy.delay(300);
+      proxy.setDelay(300);
       await sleep(2000);
-      proxy.cut();
+      proxy.setTarget(null);
+      proxy.dropAll();
       await sleep(3000);
-      proxy.restore();
+      proxy.setDelay(0);
+      proxy.setTarget(redis.port);
     });
   }, { timeout: 120000 });
 }
