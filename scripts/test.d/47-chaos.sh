@@ -8,18 +8,10 @@
 # runs the same.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-DIR=services/gateway/tests
 command -v redis-server >/dev/null || { echo "47-chaos: redis-server is missing (scripts/deps.sh installs it)" >&2; exit 1; }
-
-cargo build --quiet --locked -p chat-api -p chat-gateway -p chat-worker
-TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-export CHAT_API_BIN="$TARGET_DIR/debug/chat-api"
-export CHAT_GATEWAY_BIN="$TARGET_DIR/debug/chat-gateway"
-export CHAT_WORKER_BIN="$TARGET_DIR/debug/chat-worker"
-export CHAT_TEST_DATABASE_URL="${CHAT_TEST_DATABASE_URL:-mysql://chat:chat@127.0.0.1:3306}"
 # The suite starts its own Redis; a cluster URL here would make it skip.
 export CHAT_TEST_REDIS_URL=redis://127.0.0.1:6379
-(cd "$DIR" && npm ci --no-audit --no-fund --loglevel=error)
+source scripts/testlib/e2e-env.sh  # DIR, TARGET_DIR, the binaries, npm packages
 
 echo "-- chaos: faults while traffic runs"
 timeout 600 node --test --test-concurrency=1 "$DIR/chaos/"
