@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The chaos suite (services/gateway/tests/chaos/): faults injected while senders and receivers run —
 # the worker killed twice, a gateway killed, Redis killed and shut down and started again from its AOF,
-# a gateway's link to Redis slowed and cut — each followed by the checks that nothing acknowledged was
+# MariaDB stopped for 20 s, a gateway's link to Redis slowed and cut — each followed by the checks that nothing acknowledged was
 # lost or doubled, seq stayed gap-free and every receiver got everything once. The stack runs on a
-# Redis of the suite's own (redis-server on a free port, AOF), so killing it disturbs nothing else.
+# Redis and a MariaDB of the suite's own (redis-server with AOF and mariadbd, each on a free port
+# with a fresh data directory), so stopping them disturbs nothing else.
 # Prints the table of what each fault cost (also in target/test-artifacts/chaos.md). `make chaos`
 # runs the same.
 set -euo pipefail

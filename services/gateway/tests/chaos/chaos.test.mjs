@@ -14,8 +14,15 @@ import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { after } from "node:test";
-import { CLUSTER, ROOT, Redis, SHARDS, ack, eventually, mysql, sleep, startLb, suite } from "../js/harness.mjs";
-import { startRedis } from "./redisproc.mjs";
+import { mariadbAvailable, startMariadb } from "./mariadbproc.mjs";
+
+// MariaDB too is the suite's own, so it can be stopped. The harness reads CHAT_TEST_DATABASE_URL when
+// it loads: point it there first, then load the harness.
+const onCluster = (process.env.CHAT_TEST_REDIS_URL || "").startsWith("redis+cluster://");
+const maria = !onCluster && mariadbAvailable() ? await startMariadb() : null;
+if (maria) process.env.CHAT_TEST_DATABASE_URL = maria.url;
+const { CLUSTER, ROOT, Redis, SHARDS, ack, eventually, mysql, sleep, startLb, suite } = await import("../js/harness.mjs");
+const { startRedis } = await import("./redisproc.mjs");
 
 const LOG_DIR = fs.mkdtempSync(path.join(process.env.TMPDIR || "/tmp", "chat-chaos-"));
 const redis = CLUSTER ? null : await startRedis(LOG_DIR);
@@ -24,14 +31,15 @@ const proxy = redis ? await startLb(redis.port) : null;
 after(async () => {
   await proxy?.close();
   await redis?.stop();
+  await maria?.remove();
   if (!process.env.GATEWAY_E2E_KEEP_LOGS) fs.rmSync(LOG_DIR, { recursive: true, force: true });
 });
 
 const ROWS = [];
 after(() => {
   if (!ROWS.length) return;
-  const head = "| fault | acked | lost | duplicated | longest stretch without an ack | MySQL caught up after |\n|---|---:|---:|---:|---:|---:|\n";
-  const table = head + ROWS.map((r) => `| ${r.fault} | ${r.acked} | ${r.lost} | ${r.duplicated} | ${r.outage} ms | ${r.drain} ms |`).join("\n");
+  const head = "| fault | acked | lost | duplicated | longest stretch without an ack | MySQL caught up after | notes |\n|---|---:|---:|---:|---:|---:|---|\n";
+  const table = head + ROWS.map((r) => `| ${r.fault} | ${r.acked} | ${r.lost} | ${r.duplicated} | ${r.outage} ms | ${r.drain} ms | ${r.note} |`).join("\n");
   console.log(`# chaos results\n${table.split("\n").map((l) => `# ${l}`).join("\n")}`);
   const dir = path.join(ROOT, "target", "test-artifacts");
   fs.mkdirSync(dir, { recursive: true });
@@ -109,7 +117,7 @@ async function traffic(st) {
 }
 
 /** The checks after a fault; adds the fault's row to the table. */
-async function check(st, t, fault, faultAt) {
+async function check(st, t, fault, faultAt, note = "") {
   const stoppedAt = Date.now();
   const roomIds = t.rooms.map((r) => `UNHEX('${r.id.replaceAll("-", "")}')`).join(",");
   let rows = [];
@@ -155,7 +163,7 @@ async function check(st, t, fault, faultAt) {
   for (let i = 1; i < times.length; i++) {
     if (times[i] > faultAt - 1000) outage = Math.max(outage, times[i] - times[i - 1]);
   }
-  ROWS.push({ fault, acked: t.acked.size, lost: lost.length, duplicated: duplicated + deliveredTwice, outage, drain });
+  ROWS.push({ fault, acked: t.acked.size, lost: lost.length, duplicated: duplicated + deliveredTwice, outage, drain, note });
   console.log(`# ${fault}: ${t.acked.size} acked (${t.refused} refused attempts retried), ${lost.length} lost, ${duplicated} stored twice, ${deliveredTwice} delivered twice, longest stretch without an ack ${outage} ms, MySQL caught up ${drain} ms after the senders stopped`);
 
   assert.deepEqual(lost.map((m) => [m.roomId, m.seq]), [], "acknowledged messages missing from MySQL");
@@ -188,10 +196,10 @@ async function scenario(st, name, fault) {
   t.start();
   await sleep(2000);
   const at = Date.now();
-  await fault(t);
+  const note = await fault(t);
   await sleep(2000);
   await t.stop();
-  await check(st, t, name, at);
+  await check(st, t, name, at, note ?? "");
 }
 
 if (CLUSTER) {
@@ -235,6 +243,24 @@ if (CLUSTER) {
       await redis.start();
     });
   }, { timeout: 120000 });
+
+  s.test("MariaDB stopped for 20 s while traffic runs, then started again", async (st) => {
+    await scenario(st, "MariaDB stopped 20 s, restarted", async (t) => {
+      await maria.stop("SIGTERM");
+      await sleep(20000);
+      await maria.start();
+      // The backlog the outage left (acked, not yet in MySQL), and how long the worker takes to drain it.
+      const restarted = Date.now();
+      const pending = [...t.acked.keys()];
+      const storedCount = () => {
+        const ids = pending.map((id) => `UNHEX('${id.replaceAll("-", "")}')`).join(",");
+        return Number(mysql(`SELECT COUNT(*) FROM ${st.dbName}.messages WHERE id IN (${ids})`).trim().split("\n")[1]);
+      };
+      const backlog = pending.length - storedCount();
+      await eventually(() => storedCount() === pending.length, 60000, "the outage's backlog in MySQL", 20);
+      return `backlog of ${backlog} acked messages when MariaDB came back, drained in ${Date.now() - restarted} ms`;
+    });
+  }, { timeout: 180000, skip: !maria && "no mariadbd here (scripts/deps.sh installs MariaDB)" });
 
   s.test("gateway 1's link to Redis slowed by 300 ms, then cut for 3 s, then back", async (st) => {
     await scenario(st, "gateway↔Redis slow 300 ms, cut 3 s", async () => {
