@@ -293,6 +293,13 @@ impl Fanout {
             }
             Control::MemberRemoved { room, user } => {
                 self.gw.members.invalidate(room, user);
+                if self.gw.bus.is_cluster() {
+                    // On a cluster the room's channel and the control channel are on different
+                    // shards (connections), so this can arrive before the room's `user_left`: the
+                    // removed user's sockets would then miss their own. Tell them here (a socket
+                    // can get it twice when the room event won the race; it is idempotent).
+                    self.tell_removed(room, user);
+                }
                 self.remove_from_room(room, Some(user), sink).await;
             }
             Control::RoomDeleted { room } => {
@@ -308,6 +315,20 @@ impl Fanout {
                     }
                 }
             }
+        }
+    }
+
+    /// Sends `user`'s local sockets in `room` their `user_left`.
+    fn tell_removed(&self, room: Uuid, user: Uuid) {
+        let Some(subs) = self.rooms.get(&room) else {
+            return;
+        };
+        let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        for (s, _) in subs.sockets.iter().filter(|(s, _)| s.data().user == user) {
+            let _ = s.emit(
+                "user_left",
+                &(serde_json::json!({"roomId": room, "userId": user, "at": at}),),
+            );
         }
     }
 
